@@ -1,0 +1,29 @@
+// matmul: the one entry point for matrix products. Fast path: oneDNN (AVX-512 / AMX-BF16), with a
+// primitive cache keyed by shape; reference: plain loops with double accumulation.
+//
+// C[M,N] = op(A)·op(B)  (or += when accumulate), row-major.
+//   op(A) is [M,K]: A is stored [M,K] (lda >= K), or [K,M] when trans_a (lda >= M).
+//   op(B) is [K,N]: B is stored [K,N] (ldb >= N), or [N,K] when trans_b (ldb >= K).
+//   ldc >= N. A leading dimension of 0 means "packed" (the minimum).
+#pragma once
+#include <cstdint>
+
+namespace llmtune {
+
+struct GemmDims {
+  int64_t M = 0, N = 0, K = 0;
+  bool trans_a = false, trans_b = false;
+  int64_t lda = 0, ldb = 0, ldc = 0;
+};
+
+// f32 inputs, f32 output.
+void matmul_f32(float* C, const float* A, const float* B, const GemmDims& d, bool accumulate);
+// bf16 inputs (raw uint16 bf16 bits), f32 accumulation and output.
+void matmul_bf16(float* C, const uint16_t* A, const uint16_t* B, const GemmDims& d, bool accumulate);
+
+namespace reference {
+void matmul_f32(float* C, const float* A, const float* B, const GemmDims& d, bool accumulate);
+void matmul_bf16(float* C, const uint16_t* A, const uint16_t* B, const GemmDims& d, bool accumulate);
+}  // namespace reference
+
+}  // namespace llmtune
