@@ -1,15 +1,57 @@
 // llmtune entry point: dispatches to the subcommands; every user error ends here as one message.
 #include <cstdio>
+#include <cstring>
 #include <exception>
+#include <string>
+#include <vector>
 
+#include "cli/commands.h"
 #include "core/error.h"
+
+using namespace llmtune;
+using namespace llmtune::cli;
+
+namespace {
+
+std::vector<Command> all_commands() {
+  return {tokenize_command(), generate_command(), eval_command(), info_command()};
+}
+
+void print_overview(FILE* out) {
+  std::fprintf(out, "llmtune — fine-tune and run language models on the CPU\n\nusage: llmtune <command> [--key value ...]\n\ncommands:\n");
+  for (auto& c : all_commands()) std::fprintf(out, "  %-10s %s\n", c.spec.name.c_str(), c.spec.summary.c_str());
+  std::fprintf(out, "\n`llmtune <command> --help` lists a command's options.\n");
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   try {
-    std::fprintf(stderr, "llmtune: no command given\n");
-    return 2;
+    if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h") || !std::strcmp(argv[1], "help")) {
+      print_overview(argc < 2 ? stderr : stdout);
+      return argc < 2 ? 2 : 0;
+    }
+    std::string name = argv[1];
+    auto cmds = all_commands();
+    for (auto& c : cmds) {
+      if (c.spec.name != name) continue;
+      ResolvedOptions o = parse_options(c.spec, argc - 2, argv + 2);
+      if (o.help_requested) {
+        std::printf("%s", usage(c.spec).c_str());
+        return 0;
+      }
+      return c.run(o);
+    }
+    std::vector<std::string> names;
+    for (auto& c : cmds) names.push_back(c.spec.name);
+    std::string near = nearest_name(name, names);
+    fail("unknown command '", name, "'", near.empty() ? "" : " (did you mean '" + near + "'?)",
+         "; run `llmtune --help` for the list");
   } catch (const llmtune::Error& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  } catch (const std::bad_alloc&) {
+    std::fprintf(stderr, "error: out of memory (try a smaller batch_size or max_seq_length)\n");
     return 1;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "internal error: %s\n", e.what());

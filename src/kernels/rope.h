@@ -23,6 +23,8 @@ struct RopeTable {
   std::vector<float> cos, sin;       // [max_pos, rot_dim/2]
 };
 
+// inv_freq_i for i < rot_dim/2, computed in f32 the way HF/torch does, scaling applied.
+std::vector<float> rope_inv_freq(int64_t rot_dim, double base, const RopeScaling& scaling);
 RopeTable rope_table(int64_t rot_dim, int64_t max_pos, double base, const RopeScaling& scaling);
 
 // x: N tokens, each holding nheads heads of head_dim floats; token t starts at x + t·token_stride,

@@ -1,0 +1,24 @@
+// Model + tokenizer loading for the CLI commands.
+#include "cli/model_loading.h"
+
+#include "core/error.h"
+#include "core/threads.h"
+
+namespace llmtune::cli {
+
+void add_model_options(CommandSpec& s) {
+  s.add_string("model", std::nullopt, "Hugging Face model folder (config.json, *.safetensors, tokenizer)").required =
+      true;
+  s.add_string("adapter", std::nullopt, "LoRA adapter folder (PEFT format) to apply on top of the model");
+  s.add_int("num_threads", 0, "threads for the kernels (0 = all cores)").min = 0;
+}
+
+LoadedModel load_for_cli(const ResolvedOptions& o) {
+  set_num_threads(int(o.get_int("num_threads")));
+  const std::string dir = o.get_string("model");
+  LoadedModel lm{load_model(dir), Tokenizer::load(dir)};
+  if (o.has("adapter")) fail("--adapter: loading LoRA adapters is not available yet in this build");
+  return lm;
+}
+
+}  // namespace llmtune::cli

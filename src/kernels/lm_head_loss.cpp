@@ -1,0 +1,180 @@
+// Fused LM head + cross-entropy over chunks of counted rows (labels != -100), so the [N × V] logits
+// are never held: per chunk, logits = h·Wᵀ (+bias), softmax/loss in place, then dh/dW via linear.
+#include "kernels/lm_head_loss.h"
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "core/error.h"
+
+namespace llmtune {
+
+namespace {
+
+// Validates labels before anything is written; returns the counted rows in ascending order.
+std::vector<int64_t> counted_rows(const int32_t* labels, int64_t N, int64_t V, const char* who) {
+  std::vector<int64_t> rows;
+  rows.reserve(size_t(N));
+  for (int64_t t = 0; t < N; ++t) {
+    const int32_t label = labels[t];
+    if (label == kIgnoreIndex) continue;
+    LLMTUNE_CHECK(label >= 0 && label < V, who, ": label ", label, " at position ", t,
+                  " is outside the vocabulary [0, ", V,
+                  "); labels must be token ids of this model's tokenizer, or -100 to ignore");
+    rows.push_back(t);
+  }
+  return rows;
+}
+
+void check_args(const WeightView& W, float* dW, int64_t N, int64_t E, int64_t V, const char* who) {
+  LLMTUNE_CHECK(N >= 0 && E > 0 && V > 0, who, ": invalid sizes N=", N, " E=", E, " V=", V);
+  LLMTUNE_CHECK(W.dtype == DType::F32 || W.dtype == DType::BF16, who,
+                ": LM head weight must be F32 or BF16, got ", dtype_name(W.dtype));
+  LLMTUNE_CHECK(!dW || W.dtype == DType::F32, who,
+                ": a weight gradient needs an f32 LM head (bf16 weights are frozen)");
+}
+
+// Rows per chunk: big enough for an efficient product, small enough that the chunk's logits
+// (rows × V floats) stay around 32 MiB even for 150k-token vocabularies.
+int64_t chunk_rows(int64_t V) { return std::clamp<int64_t>((int64_t(1) << 23) / V, 16, 256); }
+
+}  // namespace
+
+LossSum lm_head_loss(const float* h, const WeightView& W, const float* bias, const int32_t* labels,
+                     int64_t N, int64_t E, int64_t V, float grad_scale, float* dh, float* dW,
+                     float* token_logp) {
+  check_args(W, dW, N, E, V, "lm_head_loss");
+  const std::vector<int64_t> rows = counted_rows(labels, N, V, "lm_head_loss");
+  if (token_logp)
+    for (int64_t t = 0; t < N; ++t)
+      if (labels[t] == kIgnoreIndex) token_logp[t] = 0.f;
+
+  const int64_t count = int64_t(rows.size());
+  const bool need_grad = dh || dW;
+  const int64_t chunk = std::min(chunk_rows(V), std::max<int64_t>(count, 1));
+  // Scratch for the whole call: logits (turned into dlogits in place), gathered rows and their dh.
+  std::vector<float> logits(size_t(chunk * V)), h_gathered, dh_gathered;
+
+  double total = 0.0;
+  for (int64_t c0 = 0; c0 < count; c0 += chunk) {
+    const int64_t n = std::min(chunk, count - c0);
+    const int64_t* chunk_rows_idx = rows.data() + c0;
+    // Counted rows usually come in runs; a contiguous run is used in place, without copies.
+    const bool contiguous = chunk_rows_idx[n - 1] - chunk_rows_idx[0] == n - 1;
+    const float* hc = h + chunk_rows_idx[0] * E;
+    if (!contiguous) {
+      h_gathered.resize(size_t(chunk * E));
+#pragma omp parallel for schedule(static) if (n * E > (1 << 16))
+      for (int64_t r = 0; r < n; ++r)
+        std::copy_n(h + chunk_rows_idx[r] * E, E, h_gathered.data() + r * E);
+      hc = h_gathered.data();
+    }
+
+    linear_forward(logits.data(), hc, W, bias, n, E, V);
+
+#pragma omp parallel for schedule(static) reduction(+ : total)
+    for (int64_t r = 0; r < n; ++r) {
+      float* z = logits.data() + r * V;
+      const int64_t t = chunk_rows_idx[r];
+      const int32_t label = labels[t];
+      float max_logit = z[0];
+      for (int64_t c = 1; c < V; ++c) max_logit = std::max(max_logit, z[c]);
+      const float label_logit = z[label];
+      // Exponentials kept in place: they become the softmax for the gradient.
+      float sum = 0.f;
+      for (int64_t c = 0; c < V; ++c) {
+        z[c] = std::exp(z[c] - max_logit);
+        sum += z[c];
+      }
+      const float loss = (max_logit + std::log(sum)) - label_logit;
+      total += double(loss);
+      if (token_logp) token_logp[t] = -loss;
+      if (need_grad) {
+        const float factor = grad_scale / sum;
+#pragma omp simd
+        for (int64_t c = 0; c < V; ++c) z[c] *= factor;
+        z[label] -= grad_scale;
+      }
+    }
+
+    if (!need_grad) continue;
+    float* dx = nullptr;
+    if (dh && contiguous) {
+      dx = dh + chunk_rows_idx[0] * E;  // linear_backward accumulates in place
+    } else if (dh) {
+      dh_gathered.assign(size_t(n * E), 0.f);
+      dx = dh_gathered.data();
+    }
+    linear_backward(dx, dW, nullptr, logits.data(), hc, W, n, E, V);
+    if (dh && !contiguous) {
+#pragma omp parallel for schedule(static) if (n * E > (1 << 16))
+      for (int64_t r = 0; r < n; ++r) {
+        float* dst = dh + chunk_rows_idx[r] * E;
+        const float* src = dh_gathered.data() + r * E;
+        for (int64_t e = 0; e < E; ++e) dst[e] += src[e];
+      }
+    }
+  }
+  return LossSum{total, count};
+}
+
+namespace reference {
+
+namespace {
+double weight_at(const WeightView& W, int64_t v, int64_t e, int64_t E, int64_t V) {
+  const int64_t idx = W.transposed ? e * V + v : v * E + e;
+  if (W.dtype == DType::BF16) return bf16_to_f32(static_cast<const uint16_t*>(W.data)[idx]);
+  return static_cast<const float*>(W.data)[idx];
+}
+// With a bf16 weight the products run in bf16 (activations and dlogits rounded), as in linear.
+double as_operand(const WeightView& W, double x) {
+  return W.dtype == DType::BF16 ? double(bf16_to_f32(f32_to_bf16(float(x)))) : x;
+}
+}  // namespace
+
+// Row by row in double, one full logits row at a time.
+LossSum lm_head_loss(const float* h, const WeightView& W, const float* bias, const int32_t* labels,
+                     int64_t N, int64_t E, int64_t V, float grad_scale, float* dh, float* dW,
+                     float* token_logp) {
+  check_args(W, dW, N, E, V, "reference::lm_head_loss");
+  counted_rows(labels, N, V, "reference::lm_head_loss");
+  LossSum result;
+  std::vector<double> z(static_cast<size_t>(V)), dh_row(static_cast<size_t>(E));
+  for (int64_t t = 0; t < N; ++t) {
+    if (labels[t] == kIgnoreIndex) {
+      if (token_logp) token_logp[t] = 0.f;
+      continue;
+    }
+    const float* ht = h + t * E;
+    for (int64_t v = 0; v < V; ++v) {
+      double s = 0.0;
+      for (int64_t e = 0; e < E; ++e) s += as_operand(W, ht[e]) * weight_at(W, v, e, E, V);
+      z[v] = s + (bias ? bias[v] : 0.0);
+    }
+    const double max_logit = *std::max_element(z.begin(), z.end());
+    double sum = 0.0;
+    for (int64_t v = 0; v < V; ++v) sum += std::exp(z[v] - max_logit);
+    const double loss = max_logit + std::log(sum) - z[labels[t]];
+    result.sum += loss;
+    result.count += 1;
+    if (token_logp) token_logp[t] = float(-loss);
+    if (!dh && !dW) continue;
+    std::fill(dh_row.begin(), dh_row.end(), 0.0);
+    for (int64_t v = 0; v < V; ++v) {
+      double dz = std::exp(z[v] - max_logit) / sum - (v == labels[t] ? 1.0 : 0.0);
+      dz *= grad_scale;
+      for (int64_t e = 0; e < E; ++e) {
+        dh_row[e] += as_operand(W, dz) * weight_at(W, v, e, E, V);
+        if (dW) (W.transposed ? dW[e * V + v] : dW[v * E + e]) += float(dz * ht[e]);
+      }
+    }
+    if (dh)
+      for (int64_t e = 0; e < E; ++e) dh[t * E + e] += float(dh_row[e]);
+  }
+  return result;
+}
+
+}  // namespace reference
+
+}  // namespace llmtune

@@ -1,0 +1,200 @@
+// matmul: C = op(A)·op(B) through oneDNN's matmul primitive (strided descriptors express the
+// transposes and leading dimensions, a `sum` post-op the accumulate), plus the plain-loop reference.
+#include "kernels/matmul.h"
+
+#include <dnnl.hpp>
+
+#include <algorithm>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <tuple>
+#include <vector>
+
+#include "core/dtype.h"
+#include "core/error.h"
+
+namespace llmtune {
+
+namespace {
+
+// Fills in packed leading dimensions and rejects impossible ones (a programming error, but a
+// clear message beats reading out of bounds).
+GemmDims normalized(const GemmDims& d) {
+  GemmDims n = d;
+  LLMTUNE_CHECK(d.M >= 0 && d.N >= 0 && d.K >= 0, "matmul: negative size M=", d.M, " N=", d.N,
+                " K=", d.K);
+  const int64_t min_lda = d.trans_a ? d.M : d.K;
+  const int64_t min_ldb = d.trans_b ? d.K : d.N;
+  if (n.lda == 0) n.lda = std::max<int64_t>(min_lda, 1);
+  if (n.ldb == 0) n.ldb = std::max<int64_t>(min_ldb, 1);
+  if (n.ldc == 0) n.ldc = std::max<int64_t>(d.N, 1);
+  LLMTUNE_CHECK(n.lda >= min_lda && n.ldb >= min_ldb && n.ldc >= d.N,
+                "matmul: leading dimension too small (lda=", n.lda, " ldb=", n.ldb, " ldc=", n.ldc,
+                " for M=", d.M, " N=", d.N, " K=", d.K, ")");
+  return n;
+}
+
+// Handles the degenerate shapes. Returns true when nothing is left to compute.
+bool handle_empty(float* C, const GemmDims& d, bool accumulate) {
+  if (d.M == 0 || d.N == 0) return true;
+  if (d.K > 0) return false;
+  if (!accumulate)
+    for (int64_t m = 0; m < d.M; ++m) std::memset(C + m * d.ldc, 0, size_t(d.N) * sizeof(float));
+  return true;
+}
+
+inline float load(const float* p) { return *p; }
+inline float load(const uint16_t* p) { return bf16_to_f32(*p); }
+
+// Plain loops with f32 accumulation, used for products too small to be worth a oneDNN call and
+// as the fallback when oneDNN cannot build a primitive (e.g. bf16 on a CPU without AVX-512).
+template <typename T>
+void loop_matmul(float* C, const T* A, const T* B, const GemmDims& d, bool accumulate) {
+#pragma omp parallel for schedule(static) if (d.M * d.N * d.K > (1 << 16))
+  for (int64_t m = 0; m < d.M; ++m) {
+    float* c = C + m * d.ldc;
+    if (!accumulate) std::memset(c, 0, size_t(d.N) * sizeof(float));
+    for (int64_t k = 0; k < d.K; ++k) {
+      const float a = load(d.trans_a ? A + k * d.lda + m : A + m * d.lda + k);
+      if (!d.trans_b) {
+        const T* b = B + k * d.ldb;
+        for (int64_t n = 0; n < d.N; ++n) c[n] += a * load(b + n);
+      } else {
+        for (int64_t n = 0; n < d.N; ++n) c[n] += a * load(B + n * d.ldb + k);
+      }
+    }
+  }
+}
+
+// ---- oneDNN plumbing ------------------------------------------------------------------------
+
+using Key = std::tuple<int64_t, int64_t, int64_t, bool, bool, int64_t, int64_t, int64_t, bool, int>;
+
+struct CachedMatmul {
+  bool ok = false;  // false: oneDNN refused this configuration; use the loop path
+  dnnl::matmul prim;
+  dnnl::memory::desc a_md, b_md, c_md, scratch_md;
+};
+
+dnnl::engine& global_engine() {
+  static dnnl::engine engine(dnnl::engine::kind::cpu, 0);
+  return engine;
+}
+
+std::mutex cache_mutex;
+std::map<Key, std::shared_ptr<const CachedMatmul>> cache;
+
+std::shared_ptr<const CachedMatmul> get_matmul(const GemmDims& d, bool accumulate, bool bf16) {
+  const Key key{d.M, d.N, d.K, d.trans_a, d.trans_b, d.lda, d.ldb, d.ldc, accumulate, bf16 ? 1 : 0};
+  std::lock_guard<std::mutex> lock(cache_mutex);
+  auto it = cache.find(key);
+  if (it != cache.end()) return it->second;
+
+  using md = dnnl::memory::desc;
+  using dims = dnnl::memory::dims;
+  using dt = dnnl::memory::data_type;
+  const dt in_type = bf16 ? dt::bf16 : dt::f32;
+  auto entry = std::make_shared<CachedMatmul>();
+  // op(A)[m,k] lives at A[m·lda + k], or A[k·lda + m] when A is stored transposed.
+  entry->a_md = md({d.M, d.K}, in_type, d.trans_a ? dims{1, d.lda} : dims{d.lda, 1});
+  entry->b_md = md({d.K, d.N}, in_type, d.trans_b ? dims{1, d.ldb} : dims{d.ldb, 1});
+  entry->c_md = md({d.M, d.N}, dt::f32, dims{d.ldc, 1});
+  try {
+    dnnl::primitive_attr attr;
+    // User scratchpad: each calling thread brings its own, so concurrent calls are safe.
+    attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+    if (accumulate) {
+      dnnl::post_ops ops;
+      ops.append_sum(1.0f);
+      attr.set_post_ops(ops);
+    }
+    dnnl::matmul::desc desc(entry->a_md, entry->b_md, entry->c_md);
+    dnnl::matmul::primitive_desc pd(desc, attr, global_engine());
+    entry->scratch_md = pd.scratchpad_desc();
+    entry->prim = dnnl::matmul(pd);
+    entry->ok = true;
+  } catch (const dnnl::error&) {
+    entry->ok = false;
+  }
+  // Training uses a handful of shapes; a runaway cache (e.g. generation with growing lengths)
+  // is simply dropped and rebuilt.
+  if (cache.size() > 4096) cache.clear();
+  cache.emplace(key, entry);
+  return entry;
+}
+
+bool run_onednn(float* C, const void* A, const void* B, const GemmDims& d, bool accumulate,
+                bool bf16) {
+  auto mm = get_matmul(d, accumulate, bf16);
+  if (!mm->ok) return false;
+  thread_local dnnl::stream stream(global_engine());
+  thread_local std::vector<uint8_t> scratch;
+  const size_t scratch_bytes = mm->scratch_md.get_size();
+  if (scratch.size() < scratch_bytes) scratch.resize(scratch_bytes);
+  auto& eng = global_engine();
+  dnnl::memory a(mm->a_md, eng, const_cast<void*>(A));
+  dnnl::memory b(mm->b_md, eng, const_cast<void*>(B));
+  dnnl::memory c(mm->c_md, eng, C);
+  dnnl::memory s(mm->scratch_md, eng, scratch.data());
+  mm->prim.execute(stream, {{DNNL_ARG_SRC, a},
+                            {DNNL_ARG_WEIGHTS, b},
+                            {DNNL_ARG_DST, c},
+                            {DNNL_ARG_SCRATCHPAD, s}});
+  stream.wait();
+  return true;
+}
+
+// Below this many multiply-adds a oneDNN call costs more than it saves.
+constexpr int64_t kTinyProduct = 8 * 1024;
+
+}  // namespace
+
+void matmul_f32(float* C, const float* A, const float* B, const GemmDims& dims, bool accumulate) {
+  const GemmDims d = normalized(dims);
+  if (handle_empty(C, d, accumulate)) return;
+  if (d.M * d.N * d.K <= kTinyProduct || !run_onednn(C, A, B, d, accumulate, false))
+    loop_matmul(C, A, B, d, accumulate);
+}
+
+void matmul_bf16(float* C, const uint16_t* A, const uint16_t* B, const GemmDims& dims,
+                 bool accumulate) {
+  const GemmDims d = normalized(dims);
+  if (handle_empty(C, d, accumulate)) return;
+  if (d.M * d.N * d.K <= kTinyProduct || !run_onednn(C, A, B, d, accumulate, true))
+    loop_matmul(C, A, B, d, accumulate);
+}
+
+namespace reference {
+
+namespace {
+template <typename T>
+void ref_matmul(float* C, const T* A, const T* B, const GemmDims& dims, bool accumulate) {
+  const GemmDims d = normalized(dims);
+  for (int64_t m = 0; m < d.M; ++m)
+    for (int64_t n = 0; n < d.N; ++n) {
+      double sum = 0.0;
+      for (int64_t k = 0; k < d.K; ++k) {
+        const double a = load(d.trans_a ? A + k * d.lda + m : A + m * d.lda + k);
+        const double b = load(d.trans_b ? B + n * d.ldb + k : B + k * d.ldb + n);
+        sum += a * b;
+      }
+      float& c = C[m * d.ldc + n];
+      c = accumulate ? float(double(c) + sum) : float(sum);
+    }
+}
+}  // namespace
+
+void matmul_f32(float* C, const float* A, const float* B, const GemmDims& d, bool accumulate) {
+  ref_matmul(C, A, B, d, accumulate);
+}
+
+void matmul_bf16(float* C, const uint16_t* A, const uint16_t* B, const GemmDims& d,
+                 bool accumulate) {
+  ref_matmul(C, A, B, d, accumulate);
+}
+
+}  // namespace reference
+
+}  // namespace llmtune

@@ -1,0 +1,472 @@
+// Generic decoder forward/backward over GPT-NeoX, Llama-family and GPT-2 switches.
+#include "model/decoder.h"
+
+#include <cmath>
+#include <cstring>
+
+#include "core/error.h"
+#include "kernels/activation.h"
+#include "kernels/attention.h"
+#include "kernels/embedding.h"
+#include "kernels/norm.h"
+#include "kernels/rope.h"
+
+namespace llmtune {
+
+namespace {
+
+void ensure_tensor(Tensor& t, const Shape& s) {
+  if (!t.defined() || t.numel() < shape_numel(s)) t = Tensor::zeros(s);
+  t.shape = s;
+}
+void zero(Tensor& t) { std::memset(t.data, 0, t.nbytes()); }
+float* gradp(Param* p) { return (p && p->trainable && p->grad.defined()) ? p->grad.f32() : nullptr; }
+const float* val(Param* p) { return p ? p->value.f32() : nullptr; }
+
+void norm_forward(const ModelConfig& c, const NormModule& n, float* out, float* mean, float* rstd,
+                  const float* x, int64_t N) {
+  if (c.norm == NormKind::LayerNorm)
+    layernorm_forward(out, mean, rstd, x, val(n.weight), val(n.bias), N, c.hidden_size, c.norm_eps);
+  else
+    rmsnorm_forward(out, rstd, x, val(n.weight), N, c.hidden_size, c.norm_eps);
+}
+
+void norm_backward(const ModelConfig& c, const NormModule& n, float* dx, const float* dout, const float* x,
+                   const float* mean, const float* rstd, int64_t N) {
+  if (c.norm == NormKind::LayerNorm)
+    layernorm_backward(dx, gradp(n.weight), gradp(n.bias), dout, x, val(n.weight), mean, rstd, N, c.hidden_size);
+  else
+    rmsnorm_backward(dx, gradp(n.weight), dout, x, val(n.weight), rstd, N, c.hidden_size);
+}
+
+bool norm_trainable(const NormModule& n) {
+  return (n.weight && n.weight->trainable) || (n.bias && n.bias->trainable);
+}
+
+bool linear_trainable(const LinearModule& l, bool adapters_enabled) {
+  if ((l.weight && l.weight->trainable) || (l.bias && l.bias->trainable)) return true;
+  return adapters_enabled && l.lora.active() && (l.lora.A->trainable || l.lora.B->trainable);
+}
+
+bool block_trainable(Block& b, bool adapters_enabled) {
+  if (norm_trainable(b.ln1) || norm_trainable(b.ln2)) return true;
+  for (auto* l : b.linears())
+    if (linear_trainable(*l, adapters_enabled)) return true;
+  return false;
+}
+
+// Split a fused QKV projection output [N, 3·H·D] into q/k/v [N, H, D] (and the reverse for grads).
+void split_qkv(const ModelConfig& c, const float* qkv, float* q, float* k, float* v, int64_t N) {
+  const int64_t H = c.num_heads, D = c.head_dim, HD = H * D;
+#pragma omp parallel for
+  for (int64_t n = 0; n < N; n++) {
+    const float* row = qkv + n * 3 * HD;
+    if (c.qkv_layout == QkvLayout::NeoxInterleaved) {
+      for (int64_t h = 0; h < H; h++) {
+        std::memcpy(q + n * HD + h * D, row + h * 3 * D, size_t(D) * 4);
+        std::memcpy(k + n * HD + h * D, row + h * 3 * D + D, size_t(D) * 4);
+        std::memcpy(v + n * HD + h * D, row + h * 3 * D + 2 * D, size_t(D) * 4);
+      }
+    } else {
+      std::memcpy(q + n * HD, row, size_t(HD) * 4);
+      std::memcpy(k + n * HD, row + HD, size_t(HD) * 4);
+      std::memcpy(v + n * HD, row + 2 * HD, size_t(HD) * 4);
+    }
+  }
+}
+
+void merge_qkv(const ModelConfig& c, float* qkv, const float* q, const float* k, const float* v, int64_t N) {
+  const int64_t H = c.num_heads, D = c.head_dim, HD = H * D;
+#pragma omp parallel for
+  for (int64_t n = 0; n < N; n++) {
+    float* row = qkv + n * 3 * HD;
+    if (c.qkv_layout == QkvLayout::NeoxInterleaved) {
+      for (int64_t h = 0; h < H; h++) {
+        std::memcpy(row + h * 3 * D, q + n * HD + h * D, size_t(D) * 4);
+        std::memcpy(row + h * 3 * D + D, k + n * HD + h * D, size_t(D) * 4);
+        std::memcpy(row + h * 3 * D + 2 * D, v + n * HD + h * D, size_t(D) * 4);
+      }
+    } else {
+      std::memcpy(row, q + n * HD, size_t(HD) * 4);
+      std::memcpy(row + HD, k + n * HD, size_t(HD) * 4);
+      std::memcpy(row + 2 * HD, v + n * HD, size_t(HD) * 4);
+    }
+  }
+}
+
+void add_into(float* y, const float* x, int64_t n) {
+#pragma omp parallel for
+  for (int64_t i = 0; i < n; i++) y[i] += x[i];
+}
+
+// Index of a linear module inside Block::linears(), for its LinearActs slot.
+LinearActs* lin_acts(Block& b, BlockActs& a, const LinearModule& l) {
+  auto ls = b.linears();
+  for (size_t i = 0; i < ls.size(); i++)
+    if (ls[i] == &l) return &a.lin[i];
+  return nullptr;
+}
+
+struct AttnCtx {
+  const int32_t* positions;
+  const int32_t* q_seg;
+  const int32_t* k_seg;
+  KVCache* cache;  // inference only
+  int layer;
+};
+
+// One block forward. x_in holds the block input and receives the block output in `out`.
+void block_forward(Model& m, Block& b, BlockActs& a, const float* x_in, float* out, int64_t B, int64_t T,
+                   const AttnCtx& ctx, Workspace& ws, Rng* rng) {
+  const ModelConfig& c = m.cfg;
+  const int64_t N = B * T, E = c.hidden_size, H = c.num_heads, Hkv = c.num_kv_heads, D = c.head_dim;
+  const bool en = m.adapters_enabled;
+  norm_forward(c, b.ln1, a.ln1.f32(), a.ln1_mean.f32(), a.ln1_rstd.f32(), x_in, N);
+  if (c.qkv_layout == QkvLayout::Separate) {
+    linear_module_forward(b.q, en, a.ln1.f32(), a.q.f32(), N, lin_acts(b, a, b.q), rng);
+    linear_module_forward(b.k, en, a.ln1.f32(), a.k.f32(), N, lin_acts(b, a, b.k), rng);
+    linear_module_forward(b.v, en, a.ln1.f32(), a.v.f32(), N, lin_acts(b, a, b.v), rng);
+  } else {
+    linear_module_forward(b.qkv, en, a.ln1.f32(), ws.tmp_qkv.f32(), N, lin_acts(b, a, b.qkv), rng);
+    split_qkv(c, ws.tmp_qkv.f32(), a.q.f32(), a.k.f32(), a.v.f32(), N);
+  }
+  if (c.use_rope) {
+    rope_forward(a.q.f32(), ctx.positions, N, H, D, H * D, m.rope);
+    rope_forward(a.k.f32(), ctx.positions, N, Hkv, D, Hkv * D, m.rope);
+  }
+  AttentionDims ad;
+  ad.B = B;
+  ad.Tq = T;
+  ad.H = H;
+  ad.Hkv = Hkv;
+  ad.D = D;
+  if (ctx.cache) {
+    KVCache& kc = *ctx.cache;
+    Tensor& kt = kc.k[size_t(ctx.layer)];
+    Tensor& vt = kc.v[size_t(ctx.layer)];
+    for (int64_t bi = 0; bi < B; bi++)
+      for (int64_t t = 0; t < T; t++) {
+        size_t dst = size_t(((bi * kc.cap) + kc.len + t) * Hkv * D);
+        size_t src = size_t((bi * T + t) * Hkv * D);
+        std::memcpy(kt.f32() + dst, a.k.f32() + src, size_t(Hkv * D) * 4);
+        std::memcpy(vt.f32() + dst, a.v.f32() + src, size_t(Hkv * D) * 4);
+      }
+    ad.Tk = kc.len + T;
+    ad.kv_cap = kc.cap;
+    attention_forward(a.attn.f32(), a.lse.f32(), a.q.f32(), kt.f32(), vt.f32(), ctx.q_seg, ctx.k_seg, ad);
+  } else {
+    ad.Tk = T;
+    attention_forward(a.attn.f32(), a.lse.f32(), a.q.f32(), a.k.f32(), a.v.f32(), ctx.q_seg, ctx.k_seg, ad);
+  }
+  float* attn_out = ws.tmp_e.f32();
+  linear_module_forward(b.o, en, a.attn.f32(), attn_out, N, lin_acts(b, a, b.o), rng);
+
+  const float* mlp_in_src;
+  if (c.parallel_residual) {
+    mlp_in_src = x_in;
+  } else {
+#pragma omp parallel for
+    for (int64_t i = 0; i < N * E; i++) a.x_mid.f32()[i] = x_in[i] + attn_out[i];
+    mlp_in_src = a.x_mid.f32();
+  }
+  norm_forward(c, b.ln2, a.ln2.f32(), a.ln2_mean.f32(), a.ln2_rstd.f32(), mlp_in_src, N);
+  float* mlp_out = ws.tmp_e2.f32();
+  const int64_t I = c.intermediate_size;
+  if (c.gated_mlp) {
+    linear_module_forward(b.gate, en, a.ln2.f32(), a.h1.f32(), N, lin_acts(b, a, b.gate), rng);
+    linear_module_forward(b.up, en, a.ln2.f32(), a.up.f32(), N, lin_acts(b, a, b.up), rng);
+    swiglu_forward(a.act.f32(), a.h1.f32(), a.up.f32(), N * I);
+    linear_module_forward(b.down, en, a.act.f32(), mlp_out, N, lin_acts(b, a, b.down), rng);
+  } else {
+    linear_module_forward(b.fc_in, en, a.ln2.f32(), a.h1.f32(), N, lin_acts(b, a, b.fc_in), rng);
+    activation_forward(a.act.f32(), a.h1.f32(), N * I, c.act);
+    linear_module_forward(b.fc_out, en, a.act.f32(), mlp_out, N, lin_acts(b, a, b.fc_out), rng);
+  }
+  if (c.parallel_residual) {
+#pragma omp parallel for
+    for (int64_t i = 0; i < N * E; i++) out[i] = x_in[i] + attn_out[i] + mlp_out[i];
+  } else {
+#pragma omp parallel for
+    for (int64_t i = 0; i < N * E; i++) out[i] = a.x_mid.f32()[i] + mlp_out[i];
+  }
+}
+
+// Backward of one block: ws.d_resid holds ∂L/∂out on entry and ∂L/∂x_in on exit.
+void block_backward(Model& m, Block& b, BlockActs& a, int64_t B, int64_t T, const AttnCtx& ctx, Workspace& ws,
+                    bool need_dx) {
+  const ModelConfig& c = m.cfg;
+  const int64_t N = B * T, E = c.hidden_size, H = c.num_heads, Hkv = c.num_kv_heads, D = c.head_dim;
+  const int64_t I = c.intermediate_size;
+  const bool en = m.adapters_enabled;
+  float* d_resid = ws.d_resid.f32();
+  (void)E;
+
+  // Both branches read d_resid (= ∂L/∂out) before any norm backward adds into it.
+  LinearModule& mlp_out_l = c.gated_mlp ? b.down : b.fc_out;
+  zero(ws.d_act);
+  linear_module_backward(mlp_out_l, en, d_resid, a.act.f32(), ws.d_act.f32(), N, lin_acts(b, a, mlp_out_l));
+
+  auto attention_branch = [&](const float* d_attn_out) {
+    zero(ws.d_attn);
+    linear_module_backward(b.o, en, d_attn_out, a.attn.f32(), ws.d_attn.f32(), N, lin_acts(b, a, b.o));
+    zero(ws.d_q);
+    zero(ws.d_k);
+    zero(ws.d_v);
+    AttentionDims ad;
+    ad.B = B;
+    ad.Tq = T;
+    ad.Tk = T;
+    ad.H = H;
+    ad.Hkv = Hkv;
+    ad.D = D;
+    attention_backward(ws.d_q.f32(), ws.d_k.f32(), ws.d_v.f32(), ws.d_attn.f32(), a.attn.f32(), a.lse.f32(),
+                       a.q.f32(), a.k.f32(), a.v.f32(), ctx.q_seg, ctx.k_seg, ad);
+    if (c.use_rope) {
+      rope_backward(ws.d_q.f32(), ctx.positions, N, H, D, H * D, m.rope);
+      rope_backward(ws.d_k.f32(), ctx.positions, N, Hkv, D, Hkv * D, m.rope);
+    }
+    zero(ws.d_ln);
+    if (c.qkv_layout == QkvLayout::Separate) {
+      linear_module_backward(b.q, en, ws.d_q.f32(), a.ln1.f32(), ws.d_ln.f32(), N, lin_acts(b, a, b.q));
+      linear_module_backward(b.k, en, ws.d_k.f32(), a.ln1.f32(), ws.d_ln.f32(), N, lin_acts(b, a, b.k));
+      linear_module_backward(b.v, en, ws.d_v.f32(), a.ln1.f32(), ws.d_ln.f32(), N, lin_acts(b, a, b.v));
+    } else {
+      merge_qkv(c, ws.d_qkv.f32(), ws.d_q.f32(), ws.d_k.f32(), ws.d_v.f32(), N);
+      linear_module_backward(b.qkv, en, ws.d_qkv.f32(), a.ln1.f32(), ws.d_ln.f32(), N, lin_acts(b, a, b.qkv));
+    }
+  };
+
+  if (c.parallel_residual) {
+    // attention o-proj backward must also read the untouched d_resid: do it before the mlp norm adds.
+    zero(ws.d_attn);
+    // Copy ∂L/∂out for the attention branch (d_resid will be accumulated into below).
+    std::memcpy(ws.tmp_e.f32(), d_resid, size_t(N * c.hidden_size) * 4);
+  }
+
+  // MLP branch rest: activation backward → input projections → ln2.
+  zero(ws.d_h1);
+  zero(ws.d_ln);
+  if (c.gated_mlp) {
+    zero(ws.d_up);
+    swiglu_backward(ws.d_h1.f32(), ws.d_up.f32(), ws.d_act.f32(), a.h1.f32(), a.up.f32(), N * I);
+    linear_module_backward(b.gate, en, ws.d_h1.f32(), a.ln2.f32(), ws.d_ln.f32(), N, lin_acts(b, a, b.gate));
+    linear_module_backward(b.up, en, ws.d_up.f32(), a.ln2.f32(), ws.d_ln.f32(), N, lin_acts(b, a, b.up));
+  } else {
+    activation_backward(ws.d_h1.f32(), ws.d_act.f32(), a.h1.f32(), N * I, c.act);
+    linear_module_backward(b.fc_in, en, ws.d_h1.f32(), a.ln2.f32(), ws.d_ln.f32(), N, lin_acts(b, a, b.fc_in));
+  }
+  const float* ln2_in = c.parallel_residual ? a.x_in.f32() : a.x_mid.f32();
+  norm_backward(c, b.ln2, d_resid, ws.d_ln.f32(), ln2_in, a.ln2_mean.f32(), a.ln2_rstd.f32(), N);
+  // Now d_resid = ∂L/∂x_in (parallel, partial) or ∂L/∂x_mid (sequential).
+
+  attention_branch(c.parallel_residual ? ws.tmp_e.f32() : d_resid);
+  if (need_dx || norm_trainable(b.ln1))
+    norm_backward(c, b.ln1, need_dx ? d_resid : nullptr, ws.d_ln.f32(), a.x_in.f32(), a.ln1_mean.f32(),
+                  a.ln1_rstd.f32(), N);
+}
+
+}  // namespace
+
+void Workspace::ensure(const Model& m, int64_t B_, int64_t T_) {
+  const ModelConfig& c = m.cfg;
+  const int64_t N = B_ * T_, E = c.hidden_size, I = c.intermediate_size;
+  const int64_t QD = c.q_dim(), KD = c.kv_dim();
+  if (B_ == B && T_ == T && !blocks.empty()) return;
+  B = B_;
+  T = T_;
+  blocks.resize(size_t(c.num_layers));
+  for (size_t li = 0; li < blocks.size(); li++) {
+    BlockActs& a = blocks[li];
+    ensure_tensor(a.x_in, {N, E});
+    ensure_tensor(a.ln1, {N, E});
+    ensure_tensor(a.ln1_mean, {N});
+    ensure_tensor(a.ln1_rstd, {N});
+    ensure_tensor(a.q, {N, QD});
+    ensure_tensor(a.k, {N, KD});
+    ensure_tensor(a.v, {N, KD});
+    ensure_tensor(a.attn, {N, QD});
+    ensure_tensor(a.lse, {B_, c.num_heads, T_});
+    if (!c.parallel_residual) ensure_tensor(a.x_mid, {N, E});
+    ensure_tensor(a.ln2, {N, E});
+    ensure_tensor(a.ln2_mean, {N});
+    ensure_tensor(a.ln2_rstd, {N});
+    ensure_tensor(a.h1, {N, I});
+    if (c.gated_mlp) ensure_tensor(a.up, {N, I});
+    ensure_tensor(a.act, {N, I});
+    a.lin.resize(10);
+  }
+  ensure_tensor(x_final, {N, E});
+  ensure_tensor(h_final, {N, E});
+  ensure_tensor(fn_mean, {N});
+  ensure_tensor(fn_rstd, {N});
+  ensure_tensor(d_final, {N, E});
+  ensure_tensor(tmp_e, {N, E});
+  ensure_tensor(tmp_e2, {N, E});
+  ensure_tensor(tmp_qkv, {N, QD + 2 * KD});
+  ensure_tensor(d_resid, {N, E});
+  ensure_tensor(d_ln, {N, E});
+  ensure_tensor(d_q, {N, QD});
+  ensure_tensor(d_k, {N, KD});
+  ensure_tensor(d_v, {N, KD});
+  ensure_tensor(d_attn, {N, QD});
+  ensure_tensor(d_qkv, {N, QD + 2 * KD});
+  ensure_tensor(d_h1, {N, I});
+  if (c.gated_mlp) ensure_tensor(d_up, {N, I});
+  ensure_tensor(d_act, {N, I});
+}
+
+namespace {
+void resolve_positions(Workspace& ws, const DecoderInput& in) {
+  ws.positions.resize(size_t(in.B * in.T));
+  for (int64_t b = 0; b < in.B; b++)
+    for (int64_t t = 0; t < in.T; t++)
+      ws.positions[size_t(b * in.T + t)] = in.positions ? in.positions[b * in.T + t] : int32_t(t);
+}
+
+void embed_forward(Model& m, float* x, const int32_t* ids, const int32_t* positions, int64_t N) {
+  const ModelConfig& c = m.cfg;
+  embedding_forward(x, ids, m.embed->value.f32(), N, c.hidden_size, c.vocab_size);
+  if (m.pos_embed) {
+    for (int64_t i = 0; i < N; i++)
+      if (positions[i] < 0 || positions[i] >= c.max_position_embeddings)
+        fail("position ", positions[i], " is outside the model's context of ", c.max_position_embeddings,
+             " tokens (n_positions): shorten the input");
+    Tensor tmp = Tensor::zeros({N, c.hidden_size});
+    embedding_forward(tmp.f32(), positions, m.pos_embed->value.f32(), N, c.hidden_size,
+                      c.max_position_embeddings);
+    add_into(x, tmp.f32(), N * c.hidden_size);
+  }
+}
+}  // namespace
+
+void decoder_forward(Model& m, Workspace& ws, const DecoderInput& in) {
+  const ModelConfig& c = m.cfg;
+  ws.ensure(m, in.B, in.T);
+  resolve_positions(ws, in);
+  const int64_t N = in.B * in.T, E = c.hidden_size;
+  if (c.use_rope)
+    for (int32_t p : ws.positions)
+      if (p < 0 || p >= m.rope.max_pos)
+        fail("position ", p, " is outside the model's context of ", m.rope.max_pos,
+             " tokens (max_position_embeddings): shorten the input");
+  float* x0 = ws.blocks.empty() ? ws.x_final.f32() : ws.blocks[0].x_in.f32();
+  embed_forward(m, x0, in.ids, ws.positions.data(), N);
+  AttnCtx ctx{ws.positions.data(), in.segments, in.segments, nullptr, 0};
+  for (size_t li = 0; li < m.blocks.size(); li++) {
+    float* out = li + 1 < m.blocks.size() ? ws.blocks[li + 1].x_in.f32() : ws.x_final.f32();
+    ctx.layer = int(li);
+    block_forward(m, m.blocks[li], ws.blocks[li], ws.blocks[li].x_in.f32(), out, in.B, in.T, ctx, ws,
+                  in.dropout_rng);
+  }
+  norm_forward(c, m.final_norm, ws.h_final.f32(), ws.fn_mean.f32(), ws.fn_rstd.f32(), ws.x_final.f32(), N);
+  (void)E;
+}
+
+LossSum decoder_lm_loss(Model& m, Workspace& ws, const int32_t* targets, float grad_scale, bool backward,
+                        float* token_logp) {
+  const ModelConfig& c = m.cfg;
+  const int64_t N = ws.B * ws.T;
+  float* dh = nullptr;
+  if (backward) {
+    zero(ws.d_final);
+    dh = ws.d_final.f32();
+  }
+  float* dW = backward ? gradp(m.lm_head.weight) : nullptr;
+  return lm_head_loss(ws.h_final.f32(), m.lm_head.view(), nullptr, targets, N, c.hidden_size, c.vocab_size,
+                      grad_scale, dh, dW, token_logp);
+}
+
+void decoder_backward(Model& m, Workspace& ws, const DecoderInput& in) {
+  const ModelConfig& c = m.cfg;
+  const int64_t N = in.B * in.T;
+  const bool embed_trainable = (m.embed->trainable) || (m.pos_embed && m.pos_embed->trainable);
+  // Lowest block that needs gradients: below it nothing is trainable, so backward can stop.
+  int64_t lowest = embed_trainable ? -1 : int64_t(m.blocks.size());
+  if (!embed_trainable)
+    for (size_t li = 0; li < m.blocks.size(); li++)
+      if (block_trainable(m.blocks[li], m.adapters_enabled)) {
+        lowest = int64_t(li);
+        break;
+      }
+  const bool need_final_dx = lowest < int64_t(m.blocks.size());
+  zero(ws.d_resid);
+  if (need_final_dx || norm_trainable(m.final_norm))
+    norm_backward(c, m.final_norm, need_final_dx ? ws.d_resid.f32() : nullptr, ws.d_final.f32(),
+                  ws.x_final.f32(), ws.fn_mean.f32(), ws.fn_rstd.f32(), N);
+  if (!need_final_dx) return;
+  AttnCtx ctx{ws.positions.data(), in.segments, in.segments, nullptr, 0};
+  for (int64_t li = int64_t(m.blocks.size()) - 1; li >= std::max<int64_t>(lowest, 0); li--) {
+    ctx.layer = int(li);
+    bool need_dx = li > lowest || embed_trainable;
+    block_backward(m, m.blocks[size_t(li)], ws.blocks[size_t(li)], in.B, in.T, ctx, ws, need_dx);
+  }
+  if (embed_trainable) {
+    if (m.embed->trainable)
+      embedding_backward(m.embed->grad.f32(), ws.d_resid.f32(), in.ids, N, c.hidden_size);
+    if (m.pos_embed && m.pos_embed->trainable)
+      embedding_backward(m.pos_embed->grad.f32(), ws.d_resid.f32(), ws.positions.data(), N, c.hidden_size);
+  }
+}
+
+void KVCache::init(const Model& m, int64_t B_, int64_t cap_) {
+  const ModelConfig& c = m.cfg;
+  B = B_;
+  cap = cap_;
+  len = 0;
+  k.assign(size_t(c.num_layers), Tensor{});
+  v.assign(size_t(c.num_layers), Tensor{});
+  for (int64_t l = 0; l < c.num_layers; l++) {
+    k[size_t(l)] = Tensor::zeros({B, cap, c.num_kv_heads, c.head_dim});
+    v[size_t(l)] = Tensor::zeros({B, cap, c.num_kv_heads, c.head_dim});
+  }
+  seg.assign(size_t(B * cap), -1);
+}
+
+void decoder_forward_cached(Model& m, KVCache& cache, Workspace& ws, const int32_t* ids, const int32_t* positions,
+                            const int32_t* seg_new, int64_t Tq, float* logits_last) {
+  const ModelConfig& c = m.cfg;
+  const int64_t B = cache.B, N = B * Tq;
+  if (cache.len + Tq > cache.cap)
+    fail("the sequence would grow to ", cache.len + Tq, " tokens, more than the ", cache.cap,
+         " the KV cache holds (model context ", c.max_position_embeddings, ")");
+  ws.ensure(m, B, Tq);
+  ws.positions.assign(positions, positions + N);
+  if (c.use_rope)
+    for (int32_t p : ws.positions)
+      if (p < 0 || p >= m.rope.max_pos)
+        fail("position ", p, " is outside the model's context of ", m.rope.max_pos,
+             " tokens (max_position_embeddings): use a shorter prompt or fewer new tokens");
+  std::vector<int32_t> q_seg(size_t(N), 0);
+  for (int64_t b = 0; b < B; b++)
+    for (int64_t t = 0; t < Tq; t++) {
+      int32_t s = seg_new ? seg_new[b * Tq + t] : 0;
+      q_seg[size_t(b * Tq + t)] = s;
+      cache.seg[size_t(b * cache.cap + cache.len + t)] = s;
+    }
+  // Padding queries (-1) attend only to padding keys; a real token never sees padding.
+  float* x0 = ws.blocks.empty() ? ws.x_final.f32() : ws.blocks[0].x_in.f32();
+  embed_forward(m, x0, ids, ws.positions.data(), N);
+  AttnCtx ctx{ws.positions.data(), q_seg.data(), nullptr, &cache, 0};
+  // k_seg must be [B, Tk] with Tk = len + Tq packed rows; the cache keeps it with stride cap.
+  std::vector<int32_t> k_seg(size_t(B * (cache.len + Tq)));
+  for (int64_t b = 0; b < B; b++)
+    for (int64_t t = 0; t < cache.len + Tq; t++)
+      k_seg[size_t(b * (cache.len + Tq) + t)] = cache.seg[size_t(b * cache.cap + t)];
+  ctx.k_seg = k_seg.data();
+  for (size_t li = 0; li < m.blocks.size(); li++) {
+    float* out = li + 1 < m.blocks.size() ? ws.blocks[li + 1].x_in.f32() : ws.x_final.f32();
+    ctx.layer = int(li);
+    block_forward(m, m.blocks[li], ws.blocks[li], ws.blocks[li].x_in.f32(), out, B, Tq, ctx, ws, nullptr);
+  }
+  cache.len += Tq;
+  // Final norm and LM head only for each row's last new token.
+  const int64_t E = c.hidden_size;
+  Tensor last = Tensor::zeros({B, E}), normed = Tensor::zeros({B, E}), mean = Tensor::zeros({B}),
+         rstd = Tensor::zeros({B});
+  for (int64_t b = 0; b < B; b++)
+    std::memcpy(last.f32() + b * E, ws.x_final.f32() + (b * Tq + Tq - 1) * E, size_t(E) * 4);
+  norm_forward(c, m.final_norm, normed.f32(), mean.f32(), rstd.f32(), last.f32(), B);
+  linear_forward(logits_last, normed.f32(), m.lm_head.view(), nullptr, B, E, c.vocab_size);
+}
+
+}  // namespace llmtune

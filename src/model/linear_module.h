@@ -1,0 +1,29 @@
+// A linear module with an optional LoRA branch: forward and backward (hf-semantics §1.5).
+// The base weight is frozen or trainable; LoRA A/B get gradients; dropout applies to the LoRA input only.
+#pragma once
+#include <cstdint>
+
+#include "core/rng.h"
+#include "core/tensor.h"
+#include "model/model.h"
+
+namespace llmtune {
+
+// What the LoRA branch keeps for backward.
+struct LinearActs {
+  Tensor xa;  // [N, r]  A(dropout(x))
+  Tensor xd;    // [N, in] dropout(x), only when dropout > 0 in training
+  Tensor mask;  // [N, in] U8 keep-mask of that dropout
+  bool dropped = false;  // the last forward applied dropout
+};
+
+// y[N, out] = x·Wᵀ + b (+ scaling·B(A(dropout(x))) when the adapter is active and enabled).
+// rng != null means training mode (dropout on). acts may be null when no backward will follow.
+void linear_module_forward(const LinearModule& l, bool adapters_enabled, const float* x, float* y,
+                           int64_t N, LinearActs* acts, Rng* rng);
+// dx += dy·Wᵀ-path (+ LoRA path); grads of trainable W, b, A, B accumulate into their Param::grad.
+// dx may be null when nothing below needs it.
+void linear_module_backward(const LinearModule& l, bool adapters_enabled, const float* dy, const float* x,
+                            float* dx, int64_t N, LinearActs* acts);
+
+}  // namespace llmtune
