@@ -106,11 +106,57 @@ Activation read_act(const std::string& name, const std::string& src, const char*
   return a;
 }
 
+bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+// num_labels / id2label / problem_type of a *ForSequenceClassification config. HF's config.json stores
+// id2label (string keys "0".."n-1") and usually no num_labels; an explicit num_labels must agree with it.
+void read_seq_cls(const nlohmann::json& j, const std::string& src, ModelConfig& c) {
+  Reader r{j, src};
+  c.is_seq_cls = true;
+  std::vector<std::string> names;
+  if (const nlohmann::json* m = r.find({"id2label"})) {
+    if (!m->is_object()) fail(src, ": field 'id2label' must be an object {\"0\": \"name\", ...}, got ", m->dump());
+    names.assign(m->size(), std::string());
+    std::vector<bool> seen(m->size(), false);
+    for (auto it = m->begin(); it != m->end(); ++it) {
+      size_t used = 0;
+      long long id = -1;
+      try {
+        id = std::stoll(it.key(), &used);
+      } catch (const std::exception&) {
+      }
+      if (used != it.key().size() || id < 0 || id >= (long long)m->size() || seen[size_t(id)])
+        fail(src, ": field 'id2label' must have the keys \"0\"..\"", m->size() - 1, "\" once each, got key \"",
+             it.key(), "\"");
+      if (!it.value().is_string()) fail(src, ": id2label[\"", it.key(), "\"] must be a string, got ", it.value().dump());
+      seen[size_t(id)] = true;
+      names[size_t(id)] = it.value().get<std::string>();
+    }
+  }
+  const int64_t explicit_n = r.opt_int({"num_labels"}, 0);
+  if (explicit_n < 0) fail(src, ": field 'num_labels' must be positive, got ", explicit_n);
+  if (explicit_n > 0 && !names.empty() && int64_t(names.size()) != explicit_n)
+    fail(src, ": field 'num_labels' is ", explicit_n, " but 'id2label' has ", names.size(),
+         " entries: make them agree (or drop num_labels)");
+  c.num_labels = explicit_n > 0 ? explicit_n : !names.empty() ? int64_t(names.size()) : 2;
+  if (names.empty())
+    for (int64_t i = 0; i < c.num_labels; i++) names.push_back(cat("LABEL_", i));
+  c.id2label = std::move(names);
+  c.problem_type = r.opt_str({"problem_type"}, "");
+  if (!c.problem_type.empty() && c.problem_type != "regression" && c.problem_type != "single_label_classification" &&
+      c.problem_type != "multi_label_classification")
+    fail(src, ": field 'problem_type' '", c.problem_type,
+         "' is not one of regression, single_label_classification, multi_label_classification");
+}
+
 }  // namespace
 
 std::string supported_architectures() {
   return "GPTNeoXForCausalLM (gpt_neox), LlamaForCausalLM (llama), MistralForCausalLM (mistral), "
-         "Qwen2ForCausalLM (qwen2), GPT2LMHeadModel (gpt2)";
+         "Qwen2ForCausalLM (qwen2), GPT2LMHeadModel (gpt2), and the *ForSequenceClassification variant of each "
+         "(e.g. LlamaForSequenceClassification)";
 }
 
 ModelConfig parse_model_config(const nlohmann::json& j, const std::string& src) {
@@ -208,6 +254,7 @@ ModelConfig parse_model_config(const nlohmann::json& j, const std::string& src) 
   c.bos_token_id = int32_t(r.opt_int({"bos_token_id"}, -1));
   c.pad_token_id = int32_t(r.opt_int({"pad_token_id"}, -1));
   c.eos_token_ids = read_eos(j, src);
+  if (ends_with(c.architecture, "ForSequenceClassification")) read_seq_cls(j, src, c);
   return c;
 }
 

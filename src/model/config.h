@@ -43,6 +43,13 @@ struct ModelConfig {
   bool conv1d_weights = false;  // GPT-2: Linear weights stored [in, out]
   int32_t bos_token_id = -1, pad_token_id = -1;
   std::vector<int32_t> eos_token_ids;
+  // *ForSequenceClassification checkpoints (hf-semantics §7.6): no LM head; a `score` Linear
+  // [num_labels, E] (no bias) reads the final hidden state instead. See model/heads.h.
+  bool is_seq_cls = false;
+  int64_t num_labels = 0;             // seq-cls only: `num_labels`, else len(id2label), else 2 (HF default)
+  std::vector<std::string> id2label;  // seq-cls only: num_labels names ("LABEL_i" when the file has none)
+  std::string problem_type;           // "" (infer), "regression", "single_label_classification",
+                                      // "multi_label_classification"
   nlohmann::json raw;  // the config.json as read (written back unchanged when saving a model)
 
   int64_t q_dim() const { return num_heads * head_dim; }

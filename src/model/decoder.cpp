@@ -45,7 +45,7 @@ bool norm_trainable(const NormModule& n) {
 
 bool linear_trainable(const LinearModule& l, bool adapters_enabled) {
   if ((l.weight && l.weight->trainable) || (l.bias && l.bias->trainable)) return true;
-  return adapters_enabled && l.lora.active() && (l.lora.A->trainable || l.lora.B->trainable);
+  return l.lora.runs(adapters_enabled) && (l.lora.A->trainable || l.lora.B->trainable);
 }
 
 bool block_trainable(Block& b, bool adapters_enabled) {
@@ -366,6 +366,8 @@ LossSum decoder_lm_loss(Model& m, Workspace& ws, const int32_t* targets, float g
                         float* token_logp) {
   const ModelConfig& c = m.cfg;
   const int64_t N = ws.B * ws.T;
+  if (!m.lm_head.weight)
+    fail(c.architecture, " has no LM head (a sequence-classification model): use the classification head");
   float* dh = nullptr;
   if (backward) {
     zero(ws.d_final);
@@ -426,6 +428,8 @@ void decoder_forward_cached(Model& m, KVCache& cache, Workspace& ws, const int32
                             const int32_t* seg_new, int64_t Tq, float* logits_last) {
   const ModelConfig& c = m.cfg;
   const int64_t B = cache.B, N = B * Tq;
+  if (!m.lm_head.weight)
+    fail(c.architecture, " has no LM head (a sequence-classification model): it cannot generate text");
   if (cache.len + Tq > cache.cap)
     fail("the sequence would grow to ", cache.len + Tq, " tokens, more than the ", cache.cap,
          " the KV cache holds (model context ", c.max_position_embeddings, ")");

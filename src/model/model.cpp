@@ -37,7 +37,7 @@ std::vector<LinearModule*> Model::linears() {
   std::vector<LinearModule*> out;
   for (auto& b : blocks)
     for (auto* l : b.linears()) out.push_back(l);
-  out.push_back(&lm_head);
+  if (lm_head.weight) out.push_back(&lm_head);  // absent in sequence-classification models
   return out;
 }
 
@@ -109,11 +109,6 @@ void build(Model& m) {
         b.linear(bl.fc_out, p + "mlp.dense_4h_to_h", I, E, true, false);
       }
       b.norm(m.final_norm, "gpt_neox.final_layer_norm", E, true);
-      if (c.tie_word_embeddings) {
-        m.lm_head = LinearModule{"embed_out", m.embed, nullptr, E, V, false, {}};
-      } else {
-        b.linear(m.lm_head, "embed_out", E, V, false, false);
-      }
       break;
     }
     case Arch::Llama:
@@ -133,11 +128,6 @@ void build(Model& m) {
         b.linear(bl.down, p + "mlp.down_proj", I, E, c.mlp_bias, false);
       }
       b.norm(m.final_norm, "model.norm", E, false);
-      if (c.tie_word_embeddings) {
-        m.lm_head = LinearModule{"lm_head", m.embed, nullptr, E, V, false, {}};
-      } else {
-        b.linear(m.lm_head, "lm_head", E, V, false, false);
-      }
       break;
     }
     case Arch::GPT2: {
@@ -154,12 +144,18 @@ void build(Model& m) {
         b.linear(bl.fc_out, p + "mlp.c_proj", I, E, true, true);
       }
       b.norm(m.final_norm, "transformer.ln_f", E, true);
-      if (c.tie_word_embeddings) {
-        m.lm_head = LinearModule{"lm_head", m.embed, nullptr, E, V, false, {}};
-      } else {
-        b.linear(m.lm_head, "lm_head", E, V, false, false);
-      }
       break;
+    }
+  }
+  if (c.is_seq_cls) {
+    // *ForSequenceClassification: no LM head; the score head reads the final hidden states (model/heads.h).
+    b.add("score.weight", {c.num_labels, E});
+  } else {
+    const std::string head = c.arch == Arch::GPTNeoX ? "embed_out" : "lm_head";
+    if (c.tie_word_embeddings) {
+      m.lm_head = LinearModule{head, m.embed, nullptr, E, V, false, {}};
+    } else {
+      b.linear(m.lm_head, head, E, V, false, false);
     }
   }
   (void)ln_bias;
@@ -169,7 +165,9 @@ void build(Model& m) {
 }  // namespace
 
 std::string file_name_for(const ModelConfig& cfg, const std::string& name) {
-  if (cfg.arch == Arch::GPT2 && name.rfind("transformer.", 0) == 0) return name.substr(12);
+  // GPT2ForSequenceClassification files keep the prefix (what its save_pretrained writes): without it,
+  // HF would load the file into the base GPT2Model only and re-initialise score.weight.
+  if (cfg.arch == Arch::GPT2 && !cfg.is_seq_cls && name.rfind("transformer.", 0) == 0) return name.substr(12);
   return name;
 }
 
@@ -194,6 +192,8 @@ Model load_model(const std::string& dir) {
     std::string found;
     if (ck.has(fname)) found = fname;
     else if (ck.has(p.name)) found = p.name;
+    else if (m.cfg.arch == Arch::GPT2 && p.name.rfind("transformer.", 0) == 0 && ck.has(p.name.substr(12)))
+      found = p.name.substr(12);  // either GPT-2 naming is accepted
     if (found.empty())
       fail(dir, ": tensor '", fname, "' is missing from the checkpoint (needed by ", arch_name, ")");
     Tensor t = ck.get_f32(found);

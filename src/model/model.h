@@ -31,7 +31,10 @@ struct LoraBranch {
   int64_t r = 0;
   float scaling = 1.f;
   float dropout = 0.f;
+  bool merged = false;  // ΔW is folded into the base weight (peft/lora.h merge_lora): branch skipped
   bool active() const { return A != nullptr; }
+  // Whether forward/backward run the branch (an unmerged adapter, adapters enabled).
+  bool runs(bool adapters_enabled) const { return A != nullptr && !merged && adapters_enabled; }
 };
 
 struct LinearModule {
@@ -71,6 +74,9 @@ struct Model {
   std::vector<Block> blocks;
   RopeTable rope;
   bool adapters_enabled = true;            // PEFT disable_adapter(): false → base model only
+  // PEFT modules_to_save trained in place: param name → its pristine value, swapped back in while
+  // adapters are disabled (peft/lora.h set_adapters_enabled).
+  std::map<std::string, Tensor> modules_to_save_originals;
 
   Param* find(const std::string& name);
   Param& add_param(const std::string& name, Tensor value);
