@@ -9,6 +9,7 @@ PACKAGES=(
   libyaml-cpp-dev        # --config F.yaml
   libsentencepiece-dev   # tokenizer.model files (Llama-2, TinyLlama, llama2.c)
   libgtest-dev libgmock-dev
+  chromium               # headless browser: the report test renders report.html and screenshots it
 )
 missing=()
 for p in "${PACKAGES[@]}"; do
