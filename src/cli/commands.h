@@ -13,5 +13,9 @@ Command tokenize_command();
 Command generate_command();
 Command eval_command();
 Command info_command();
+Command report_command();
+Command train_command();
+Command merge_command();
+Command convert_command();
 
 }  // namespace llmtune::cli

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "cli/commands.h"
+#include "cli/train_options.h"
 #include "core/error.h"
 
 using namespace llmtune;
@@ -14,7 +15,8 @@ using namespace llmtune::cli;
 namespace {
 
 std::vector<Command> all_commands() {
-  return {tokenize_command(), generate_command(), eval_command(), info_command()};
+  return {train_command(),   generate_command(), eval_command(),   tokenize_command(),
+          merge_command(),   info_command(),     convert_command(), report_command()};
 }
 
 void print_overview(FILE* out) {
@@ -35,7 +37,13 @@ int main(int argc, char** argv) {
     auto cmds = all_commands();
     for (auto& c : cmds) {
       if (c.spec.name != name) continue;
-      ResolvedOptions o = parse_options(c.spec, argc - 2, argv + 2);
+      std::vector<std::string> args(argv + 2, argv + argc);
+      // `llmtune train` with no arguments runs the main job (README).
+      if (name == "train" && args.empty()) {
+        std::printf("no arguments: running the main job from %s\n", default_config_path().c_str());
+        args = {"--config", default_config_path()};
+      }
+      ResolvedOptions o = parse_options(c.spec, args);
       if (o.help_requested) {
         std::printf("%s", usage(c.spec).c_str());
         return 0;

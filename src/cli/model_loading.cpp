@@ -1,8 +1,11 @@
 // Model + tokenizer loading for the CLI commands.
 #include "cli/model_loading.h"
 
+#include <cstdio>
+
 #include "core/error.h"
 #include "core/threads.h"
+#include "peft/adapter_io.h"
 
 namespace llmtune::cli {
 
@@ -17,7 +20,11 @@ LoadedModel load_for_cli(const ResolvedOptions& o) {
   set_num_threads(int(o.get_int("num_threads")));
   const std::string dir = o.get_string("model");
   LoadedModel lm{load_model(dir), Tokenizer::load(dir)};
-  if (o.has("adapter")) fail("--adapter: loading LoRA adapters is not available yet in this build");
+  if (o.has("adapter")) {
+    std::vector<std::string> warnings;
+    load_adapter(lm.model, o.get_string("adapter"), false, &warnings);
+    for (auto& w : warnings) std::fprintf(stderr, "warning: %s\n", w.c_str());
+  }
   return lm;
 }
 

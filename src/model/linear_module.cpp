@@ -21,7 +21,7 @@ void ensure(Tensor& t, const Shape& s) {
 void linear_module_forward(const LinearModule& l, bool adapters_enabled, const float* x, float* y,
                            int64_t N, LinearActs* acts, Rng* rng) {
   linear_forward(y, x, l.view(), l.bias ? l.bias->value.f32() : nullptr, N, l.in, l.out);
-  if (!l.lora.active() || !adapters_enabled) return;
+  if (!l.lora.runs(adapters_enabled)) return;
   const int64_t r = l.lora.r;
   const float* xin = x;
   Tensor xa_t, xd_t, mask_t;
@@ -62,7 +62,7 @@ void linear_module_backward(const LinearModule& l, bool adapters_enabled, const 
   float* dW = grad_of(l.weight);
   float* db = grad_of(l.bias);
   if (dx || dW || db) linear_backward(dx, dW, db, dy, x, l.view(), N, l.in, l.out);
-  if (!l.lora.active() || !adapters_enabled) return;
+  if (!l.lora.runs(adapters_enabled)) return;
   if (!acts || !acts->xa.defined()) fail("internal: LoRA backward without stored activations for ", l.name);
   const int64_t r = l.lora.r;
   const float s = l.lora.scaling;

@@ -219,7 +219,7 @@ Model random_model(const ModelConfig& cfg, uint64_t seed, float std) {
     for (int64_t i = 0; i < n; i++) {
       if (is_norm && !is_bias) w[i] = 1.0f;
       else if (is_bias) w[i] = 0.0f;
-      else w[i] = std * rng.normal();
+      else w[i] = std == 0.f ? 0.f : std * rng.normal();  // std 0: a cheap all-zero model (big shapes in tests)
     }
   }
   return m;

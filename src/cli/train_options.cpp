@@ -1,0 +1,160 @@
+// `llmtune train` option registry and its resolution into LoraConfig / TrainingArguments / data options.
+#include "cli/train_options.h"
+
+#include <filesystem>
+
+#include "core/error.h"
+
+namespace fs = std::filesystem;
+
+namespace llmtune::cli {
+
+std::string resolve_bundled_path(const std::string& path) {
+  if (path.empty() || fs::path(path).is_absolute() || fs::exists(path)) return path;
+  fs::path bundled = fs::path(LLMTUNE_SOURCE_DIR) / path;
+  return fs::exists(bundled) ? bundled.string() : path;
+}
+
+std::string default_config_path() { return std::string(LLMTUNE_SOURCE_DIR) + "/configs/default.yaml"; }
+
+void add_train_options(CommandSpec& s) {
+  // What and where.
+  s.add_string("model", std::nullopt, "Hugging Face model folder to fine-tune").required = true;
+  s.add_string("train_file", std::nullopt,
+               "training data: JSONL {\"text\"} or {\"prompt\",\"completion\"} rows, or a .txt file")
+      .required = true;
+  s.add_string("eval_file", std::nullopt, "evaluation data (same formats); enables eval_loss logging");
+  s.add_string("output_dir", "outputs", "where checkpoints, the adapter/model, metrics.jsonl and report.html go");
+  s.add_bool("overwrite_output_dir", false, "replace a previous run's files in output_dir");
+  s.add_string("resume_from_checkpoint", std::nullopt, "a checkpoint folder, or true = the latest in output_dir");
+  s.add_int("num_threads", 0, "threads for the kernels (0 = all cores)").min = 0;
+  auto& method = s.add_string("method", "lora", "lora | freeze (train only the last blocks) | full");
+  method.choices = {"lora", "freeze", "full"};
+  // Freezing.
+  s.add_int("trainable_layers", 2, "method freeze: number of last blocks that train").min = 0;
+  s.add_bool("train_final_norm", true, "method freeze: also train the final norm");
+  s.add_bool("train_lm_head", true, "method freeze: also train the LM head");
+  // LoraConfig.
+  s.add_int("r", 8, "LoRA rank").min = 1;
+  s.add_float("lora_alpha", 8, "LoRA scaling numerator (scaling = lora_alpha / r)");
+  s.add_float("lora_dropout", 0.0, "dropout on the LoRA branch input").max = 0.999;
+  s.add_string_list("target_modules", std::nullopt,
+                    "modules to adapt: names (suffix match, e.g. q_proj,v_proj), 'all-linear', or one regex "
+                    "(full match); default: the architecture's PEFT default");
+  s.add_string_list("exclude_modules", std::nullopt, "modules never adapted (same matching)");
+  auto& bias = s.add_string("bias", "none", "none | all | lora_only: which biases train");
+  bias.choices = {"none", "all", "lora_only"};
+  s.add_bool("use_rslora", false, "scaling = lora_alpha / sqrt(r)");
+  s.add_string_list("modules_to_save", std::nullopt, "modules trained in full and saved with the adapter");
+  auto& init = s.add_string("init_lora_weights", "true", "true (kaiming-uniform A, zero B) | gaussian | false");
+  init.choices = {"true", "false", "gaussian"};
+  s.add_int_list("layers_to_transform", std::nullopt, "only adapt these layer indices");
+  s.add_string("layers_pattern", std::nullopt, "name of the layer list for layers_to_transform");
+  // Data.
+  s.add_int("max_seq_length", 1024, "truncate (or chunk .txt files) to this many tokens").min = 2;
+  s.add_bool("completion_only_loss", true, "prompt/completion rows: loss on the completion only");
+  s.add_bool("packing", false, "pack several samples per row (attention never crosses samples)");
+  // TrainingArguments.
+  s.add_float("num_train_epochs", 3.0, "epochs (ignored when max_steps > 0)").min = 0;
+  s.add_int("max_steps", -1, "total optimizer steps; overrides num_train_epochs when > 0");
+  s.add_int("per_device_train_batch_size", 8, "samples per micro-batch").min = 1;
+  s.add_int("per_device_eval_batch_size", 8, "samples per eval batch").min = 1;
+  s.add_int("gradient_accumulation_steps", 1, "micro-batches per optimizer step").min = 1;
+  s.add_float("learning_rate", 5e-5, "peak learning rate").min = 0;
+  s.add_float("weight_decay", 0.0, "AdamW decoupled weight decay (not on biases and norms)").min = 0;
+  s.add_float("adam_beta1", 0.9, "AdamW beta1").max = 0.999999;
+  s.add_float("adam_beta2", 0.999, "AdamW beta2").max = 0.999999;
+  s.add_float("adam_epsilon", 1e-8, "AdamW epsilon").min = 0;
+  s.add_float("max_grad_norm", 1.0, "clip the global gradient norm (0 = off)").min = 0;
+  s.add_string("optim", "adamw_torch", "adamw_torch (adamw) | sgd");
+  s.add_string("lr_scheduler_type", "linear", "linear | cosine | constant | constant_with_warmup");
+  s.add_float("warmup_ratio", 0.0, "warmup steps as a fraction of max_steps (ceil)").min = 0;
+  s.add_int("warmup_steps", 0, "warmup steps (wins over warmup_ratio)").min = 0;
+  s.add_float("logging_steps", 500, "log every N steps (< 1: a fraction of max_steps)").min = 0;
+  s.add_bool("logging_first_step", false, "also log the first step");
+  auto& es = s.add_string("eval_strategy", "no", "no | steps (evaluation also runs when eval_steps is set)");
+  es.choices = {"no", "steps"};
+  s.add_float("eval_steps", std::nullopt, "evaluate every N steps (default: logging_steps)");
+  s.add_float("save_steps", 500, "checkpoint every N steps (< 1: a fraction of max_steps)").min = 0;
+  s.add_int("save_total_limit", std::nullopt, "keep only the newest N checkpoints").min = 1;
+  s.add_int("seed", 42, "seed for LoRA init, shuffling, dropout and sampling");
+  // Samples.
+  s.add_string_list("sample_prompts", std::vector<std::string>{}, "prompts to sample before and after training");
+  s.add_int("sample_max_new_tokens", 64, "tokens per before/after sample").min = 1;
+  s.add_float("sample_temperature", 0.8, "sampling temperature for the samples (0 = greedy)").min = 0;
+}
+
+namespace {
+bool looks_like_regex(const std::string& s) { return s.find_first_of(".*+?[](){}|^$\\") != std::string::npos; }
+
+ModuleSelector selector_from(const std::vector<std::string>& v) {
+  if (v.size() == 1 && (looks_like_regex(v[0]) || v[0] == "all-linear" || v[0] == "ALL-LINEAR"))
+    return ModuleSelector::pattern(v[0]);
+  return ModuleSelector::list(v);
+}
+}  // namespace
+
+TrainPlan resolve_train_plan(const ResolvedOptions& o) {
+  TrainPlan p;
+  p.model_dir = resolve_bundled_path(o.get_string("model"));
+  p.train_file = resolve_bundled_path(o.get_string("train_file"));
+  if (o.has("eval_file")) p.eval_file = resolve_bundled_path(o.get_string("eval_file"));
+  p.method = o.get_string("method");
+
+  p.freeze.method = p.method == "full" ? "full" : "freeze";
+  p.freeze.trainable_layers = o.get_int("trainable_layers");
+  p.freeze.train_final_norm = o.get_bool("train_final_norm");
+  p.freeze.train_lm_head = o.get_bool("train_lm_head");
+
+  LoraConfig& l = p.lora;
+  l.r = o.get_int("r");
+  l.lora_alpha = o.get_float("lora_alpha");
+  l.lora_dropout = o.get_float("lora_dropout");
+  if (o.has("target_modules")) l.target_modules = selector_from(o.get_string_list("target_modules"));
+  if (o.has("exclude_modules")) l.exclude_modules = selector_from(o.get_string_list("exclude_modules"));
+  l.bias = parse_lora_bias(o.get_string("bias"), "--bias");
+  l.use_rslora = o.get_bool("use_rslora");
+  if (o.has("modules_to_save")) l.modules_to_save = o.get_string_list("modules_to_save");
+  std::string init = o.get_string("init_lora_weights");
+  l.init_lora_weights = init == "gaussian" ? LoraInit::Gaussian : init == "false" ? LoraInit::Random : LoraInit::Default;
+  if (o.has("layers_to_transform")) l.layers_to_transform = o.get_int_list("layers_to_transform");
+  if (o.has("layers_pattern")) l.layers_pattern = std::vector<std::string>{o.get_string("layers_pattern")};
+  l.base_model_name_or_path = o.get_string("model");
+  if (p.method == "lora") l.validate();
+
+  p.max_seq_length = o.get_int("max_seq_length");
+  p.packing = o.get_bool("packing");
+  p.data.max_seq_length = p.max_seq_length;
+  p.data.completion_only_loss = o.get_bool("completion_only_loss");
+
+  TrainingArguments& a = p.args;
+  a.output_dir = o.get_string("output_dir");
+  a.overwrite_output_dir = o.get_bool("overwrite_output_dir");
+  if (o.has("resume_from_checkpoint")) a.resume_from_checkpoint = o.get_string("resume_from_checkpoint");
+  a.num_train_epochs = o.get_float("num_train_epochs");
+  a.max_steps = o.get_int("max_steps");
+  a.per_device_train_batch_size = o.get_int("per_device_train_batch_size");
+  a.per_device_eval_batch_size = o.get_int("per_device_eval_batch_size");
+  a.gradient_accumulation_steps = o.get_int("gradient_accumulation_steps");
+  a.learning_rate = o.get_float("learning_rate");
+  a.weight_decay = o.get_float("weight_decay");
+  a.adam_beta1 = o.get_float("adam_beta1");
+  a.adam_beta2 = o.get_float("adam_beta2");
+  a.adam_epsilon = o.get_float("adam_epsilon");
+  a.max_grad_norm = o.get_float("max_grad_norm");
+  a.optim = o.get_string("optim");
+  a.lr_scheduler_type = o.get_string("lr_scheduler_type");
+  a.warmup_ratio = o.get_float("warmup_ratio");
+  a.warmup_steps = o.get_int("warmup_steps");
+  a.logging_steps = o.get_float("logging_steps");
+  a.logging_first_step = o.get_bool("logging_first_step");
+  a.eval_strategy = o.get_string("eval_strategy");
+  if (o.has("eval_steps")) a.eval_steps = o.get_float("eval_steps");
+  a.save_steps = o.get_float("save_steps");
+  if (o.has("save_total_limit")) a.save_total_limit = o.get_int("save_total_limit");
+  a.seed = uint64_t(o.get_int("seed"));
+  p.sample_prompts = o.get_string_list("sample_prompts");
+  return p;
+}
+
+}  // namespace llmtune::cli
