@@ -175,8 +175,14 @@ int run(const ResolvedOptions& o) {
     }
   };
   bool wrote_config = false;
+  int64_t last_eval_step = -1;
+  double last_eval_loss = NAN;
   hooks.on_log = [&](const nlohmann::json& e) {
     std::string type = e.value("type", "");
+    if (type == "eval") {
+      last_eval_step = e.value("step", int64_t(-1));
+      last_eval_loss = e.value("eval_loss", NAN);
+    }
     std::string line;
     if (type == "train")
       line = cat("step ", e.value("step", 0), " | loss ", e.value("loss", 0.0), " | lr ", e.value("learning_rate", 0.0),
@@ -220,8 +226,8 @@ int run(const ResolvedOptions& o) {
   progress.reset();
   std::optional<double> eval_after;
   if (trainer.eval_enabled) {
-    nlohmann::json e = trainer.evaluate();
-    eval_after = e.value("eval_loss", NAN);
+    if (last_eval_step != trainer.state.global_step) trainer.evaluate();  // the final state, once
+    eval_after = last_eval_loss;
   }
 
   // Final model / adapter directly in output_dir (as save_pretrained would).
