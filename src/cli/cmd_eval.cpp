@@ -4,6 +4,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "cli/cmd_classify.h"
+#include "cli/cmd_train_seqcls.h"
 #include "cli/commands.h"
 #include "cli/model_loading.h"
 #include "core/error.h"
@@ -16,6 +18,8 @@ namespace llmtune::cli {
 namespace {
 
 int run(const ResolvedOptions& o) {
+  if (is_classifier(o.get_string("model"), o.has("adapter") ? o.get_string("adapter") : ""))
+    return run_classifier_eval(o);
   LoadedModel lm = load_for_cli(o);
   Model& m = lm.model;
   const Tokenizer& tok = lm.tokenizer;
@@ -60,9 +64,11 @@ int run(const ResolvedOptions& o) {
 Command eval_command() {
   CommandSpec s;
   s.name = "eval";
-  s.summary = "Mean cross-entropy and perplexity over every predicted token of a JSONL/text file";
+  s.summary = "Mean cross-entropy and perplexity of a JSONL/text file; accuracy, macro-F1 and confusion matrix "
+              "for a classifier; pairwise accuracy for a reward model";
   add_model_options(s);
-  s.add_string("data", std::nullopt, "JSONL with {\"text\"} or {\"prompt\",\"completion\"} rows, or a .txt file")
+  s.add_string("data", std::nullopt, "JSONL with {\"text\"} or {\"prompt\",\"completion\"} rows, or a .txt file; for a classifier "
+                    "{\"text\",\"label\"} rows, for a reward model {\"prompt\",\"chosen\",\"rejected\"} rows")
       .required = true;
   s.add_int("max_seq_length", 1024, "truncate samples to this many tokens").min = 2;
   s.add_int("batch_size", 4, "samples per forward pass").min = 1;

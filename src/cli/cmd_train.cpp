@@ -8,7 +8,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include "cli/cmd_train_seqcls.h"
 #include "cli/commands.h"
+#include "cli/memory_preflight.h"
 #include "cli/model_loading.h"
 #include "cli/progress.h"
 #include "cli/train_options.h"
@@ -22,10 +24,13 @@
 #include "io/json_file.h"
 #include "model/generate.h"
 #include "model/memory_estimate.h"
+#include "model/quantize_model.h"
+#include "train/precision.h"
 #include "peft/adapter_io.h"
 #include "peft/freeze.h"
 #include "peft/lora.h"
 #include "report/report.h"
+#include "train/optimizer.h"
 #include "train/trainer.h"
 
 namespace fs = std::filesystem;
@@ -81,28 +86,46 @@ void copy_tokenizer_files(const std::string& from, const std::string& to) {
 int run(const ResolvedOptions& o) {
   set_num_threads(int(o.get_int("num_threads")));
   TrainPlan plan = resolve_train_plan(o);
+  if (plan.task_type == "SEQ_CLS") return run_seqcls_train(o, plan);
   const std::string out_dir = plan.args.output_dir;
 
   std::printf("llmtune train — resolved configuration:\n%s\n", o.to_json().dump(2).c_str());
   std::fflush(stdout);
 
-  // Memory preflight before anything big is loaded.
+  if (std::string note = optimizer_note(plan.args.optim); !note.empty()) std::printf("note: %s\n", note.c_str());
+
+  // Memory preflight before anything big is loaded (config.json only).
   ModelConfig cfg0 = load_model_config(plan.model_dir);
   {
-    MemoryEstimate est = estimate_training(cfg0, plan.method == "lora" ? 0 : count_parameters(cfg0), 0,
-                                           plan.args.per_device_train_batch_size, plan.max_seq_length);
+    PreflightPlan pf;
+    pf.method = plan.method;
+    pf.lora = plan.lora;
+    pf.trainable_layers = plan.freeze.trainable_layers;
+    pf.mem.B = plan.args.per_device_train_batch_size;
+    pf.mem.T = plan.max_seq_length;
+    pf.mem.gradient_checkpointing = plan.args.gradient_checkpointing;
+    pf.mem.load_in_4bit = plan.quant.load_in_4bit;
+    pf.mem.load_in_8bit = plan.quant.load_in_8bit;
+    pf.mem.double_quant = plan.quant.bnb_4bit_use_double_quant;
+    pf.mem.optim_8bit = parse_optimizer_name(plan.args.optim) == OptimizerKind::AdamW8bit;
+    MemoryEstimate est = estimate_training_plan(cfg0, pf);
     int64_t avail = available_ram_bytes();
-    std::printf("memory estimate: %s (weights %s, grads %s, optimizer %s, activations %s); available %s\n",
+    std::printf("memory estimate: %s (weights %s, grads %s, optimizer %s, activations %s%s); available %s\n",
                 format_bytes(est.total()).c_str(), format_bytes(est.weights).c_str(),
                 format_bytes(est.gradients).c_str(), format_bytes(est.optimizer).c_str(),
-                format_bytes(est.activations).c_str(), format_bytes(avail).c_str());
-    if (avail > 0 && est.total() > avail)
-      fail("training needs about ", format_bytes(est.total()), " but only ", format_bytes(avail),
-           " is available: lower per_device_train_batch_size (use gradient_accumulation_steps to keep the "
-           "effective batch) or max_seq_length, or use method lora");
+                format_bytes(est.activations).c_str(), pf.mem.gradient_checkpointing ? ", checkpointed" : "",
+                format_bytes(avail).c_str());
+    std::fflush(stdout);
+    refuse_if_too_big(est, avail, pf);
   }
 
-  Model m = load_model(plan.model_dir);
+  // A k-bit base is quantized module by module while loading (the f32 copies never coexist).
+  Model m = plan.quant.enabled() ? load_model_quantized(plan.model_dir, plan.quant) : load_model(plan.model_dir);
+  if (is_quantized(m)) {
+    if (plan.method != "lora")
+      fail(plan.model_dir, " holds a quantized (bitsandbytes) model: quantized weights cannot train; use --method lora");
+    std::printf("k-bit base: %s\n", plan.quant.enabled() ? describe(plan.quant).c_str() : "as stored in the folder");
+  }
   Tokenizer tok = Tokenizer::load(plan.model_dir);
   TokenIds tids{tok.bos_id(), tok.eos_id(), tok.pad_id()};
   if (std::string note = pad_token_note(tids); !note.empty()) std::printf("note: %s\n", note.c_str());
@@ -144,6 +167,17 @@ int run(const ResolvedOptions& o) {
     std::printf("%s\n", apply_freeze_policy(m, plan.freeze).c_str());
   }
   std::printf("%s\n", trainable_parameters_string(m).c_str());
+  if (plan.bf16) {
+    // Only frozen weights change storage; with method full/freeze the frozen part is stored bf16 too,
+    // but a saved full model needs f32 weights, so those methods keep f32 storage.
+    if (plan.method == "lora") {
+      const int64_t released = store_frozen_weights_bf16(m);
+      std::printf("bf16: frozen weights stored in bf16 (%s released)\n", format_bytes(released).c_str());
+    } else {
+      std::printf("note: --bf16 with --method %s keeps f32 weights (only LoRA stores its frozen base in bf16)\n",
+                  plan.method.c_str());
+    }
+  }
 
   auto save_model_to = [&](const std::string& dir) {
     if (plan.method == "lora") {
@@ -216,7 +250,9 @@ int run(const ResolvedOptions& o) {
               (long long)plan.args.per_device_train_batch_size, (long long)plan.args.gradient_accumulation_steps,
               (long long)plan.max_seq_length);
   std::optional<double> eval_before;
-  if (trainer.eval_enabled) {
+  // Not on resume: the checkpoint's own log history already covers that step, and an extra eval entry
+  // would make the resumed run's metrics differ from an uninterrupted one's.
+  if (trainer.eval_enabled && trainer.state.global_step == 0) {
     nlohmann::json e = trainer.evaluate();
     eval_before = e.value("eval_loss", NAN);
   }

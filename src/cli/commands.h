@@ -17,5 +17,8 @@ Command report_command();
 Command train_command();
 Command merge_command();
 Command convert_command();
+Command quantize_command();
+Command dpo_command();
+Command classify_command();
 
 }  // namespace llmtune::cli

@@ -1,9 +1,12 @@
 // `llmtune train` option registry and its resolution into LoraConfig / TrainingArguments / data options.
 #include "cli/train_options.h"
 
+#include <cstdio>
 #include <filesystem>
 
 #include "core/error.h"
+#include "train/optimizer.h"
+#include "train/scheduler.h"
 
 namespace fs = std::filesystem;
 
@@ -30,6 +33,14 @@ void add_train_options(CommandSpec& s) {
   s.add_int("num_threads", 0, "threads for the kernels (0 = all cores)").min = 0;
   auto& method = s.add_string("method", "lora", "lora | freeze (train only the last blocks) | full");
   method.choices = {"lora", "freeze", "full"};
+  // Task.
+  auto& tt = s.add_string("task_type", "CAUSAL_LM", "CAUSAL_LM | SEQ_CLS (sequence classification: {\"text\",\"label\"} rows)");
+  tt.choices = {"CAUSAL_LM", "SEQ_CLS"};
+  auto& task = s.add_string("task", std::nullopt,
+                            "classification (= task_type SEQ_CLS) | reward ({\"prompt\",\"chosen\",\"rejected\"} rows, "
+                            "Bradley-Terry loss, one-output head)");
+  task.choices = {"lm", "classification", "reward"};
+  s.add_int("num_labels", std::nullopt, "SEQ_CLS: number of classes (default: from the training labels)").min = 1;
   // Freezing.
   s.add_int("trainable_layers", 2, "method freeze: number of last blocks that train").min = 0;
   s.add_bool("train_final_norm", true, "method freeze: also train the final norm");
@@ -66,7 +77,11 @@ void add_train_options(CommandSpec& s) {
   s.add_float("adam_beta2", 0.999, "AdamW beta2").max = 0.999999;
   s.add_float("adam_epsilon", 1e-8, "AdamW epsilon").min = 0;
   s.add_float("max_grad_norm", 1.0, "clip the global gradient norm (0 = off)").min = 0;
-  s.add_string("optim", "adamw_torch", "adamw_torch (adamw) | sgd");
+  s.add_string("optim", "adamw_torch",
+               "adamw_torch (adamw) | sgd | adamw_8bit (adamw_bnb_8bit, paged_adamw_8bit: 8-bit states) | "
+               "paged_adamw_32bit");
+  s.add_bool("gradient_checkpointing", false,
+             "keep only each block's input and recompute the block in backward (less memory, ~1/3 more compute)");
   s.add_string("lr_scheduler_type", "linear", "linear | cosine | constant | constant_with_warmup");
   s.add_float("warmup_ratio", 0.0, "warmup steps as a fraction of max_steps (ceil)").min = 0;
   s.add_int("warmup_steps", 0, "warmup steps (wins over warmup_ratio)").min = 0;
@@ -78,6 +93,18 @@ void add_train_options(CommandSpec& s) {
   s.add_float("save_steps", 500, "checkpoint every N steps (< 1: a fraction of max_steps)").min = 0;
   s.add_int("save_total_limit", std::nullopt, "keep only the newest N checkpoints").min = 1;
   s.add_int("seed", 42, "seed for LoRA init, shuffling, dropout and sampling");
+  s.add_bool("bf16", false,
+             "mixed precision: frozen weights stored in bf16, matrix products in bf16 with f32 accumulation "
+             "(trainable params, norms, softmax and the loss stay f32)");
+  s.add_bool("fp16", false, "on CPU the same as --bf16 (fp16 products have no fast CPU path)");
+  // k-bit base (transformers BitsAndBytesConfig names; QLoRA = nf4 + double quant + bfloat16).
+  s.add_bool("load_in_4bit", false, "quantize the block linears to 4 bit (frozen) before LoRA: QLoRA");
+  auto& qt = s.add_string("bnb_4bit_quant_type", "fp4", "nf4 | fp4 (transformers default fp4; QLoRA recipes use nf4)");
+  qt.choices = {"nf4", "fp4"};
+  s.add_bool("bnb_4bit_use_double_quant", false, "also quantize the 4-bit block scales (8-bit, blocks of 256)");
+  auto& cd = s.add_string("bnb_4bit_compute_dtype", "float32", "float32 | bfloat16: dtype the 4-bit tiles are dequantized to");
+  cd.choices = {"float32", "bfloat16"};
+  s.add_bool("load_in_8bit", false, "quantize the block linears to int8 with per-row scales (frozen)");
   // Samples.
   s.add_string_list("sample_prompts", std::vector<std::string>{}, "prompts to sample before and after training");
   s.add_int("sample_max_new_tokens", 64, "tokens per before/after sample").min = 1;
@@ -143,7 +170,12 @@ TrainPlan resolve_train_plan(const ResolvedOptions& o) {
   a.adam_epsilon = o.get_float("adam_epsilon");
   a.max_grad_norm = o.get_float("max_grad_norm");
   a.optim = o.get_string("optim");
+  a.gradient_checkpointing = o.get_bool("gradient_checkpointing");
   a.lr_scheduler_type = o.get_string("lr_scheduler_type");
+  // Checked here, before the model and data are loaded, so a typo fails at once (the messages list
+  // the valid names).
+  parse_optimizer_name(a.optim);
+  parse_scheduler_name(a.lr_scheduler_type);
   a.warmup_ratio = o.get_float("warmup_ratio");
   a.warmup_steps = o.get_int("warmup_steps");
   a.logging_steps = o.get_float("logging_steps");
@@ -153,7 +185,38 @@ TrainPlan resolve_train_plan(const ResolvedOptions& o) {
   a.save_steps = o.get_float("save_steps");
   if (o.has("save_total_limit")) a.save_total_limit = o.get_int("save_total_limit");
   a.seed = uint64_t(o.get_int("seed"));
+  p.bf16 = o.get_bool("bf16");
+  if (o.get_bool("fp16")) {
+    std::printf("note: --fp16 on CPU runs as --bf16 (same exponent range as f32, no loss scaling needed)\n");
+    p.bf16 = true;
+  }
   p.sample_prompts = o.get_string_list("sample_prompts");
+  p.quant.load_in_4bit = o.get_bool("load_in_4bit");
+  p.quant.load_in_8bit = o.get_bool("load_in_8bit");
+  p.quant.bnb_4bit_quant_type = quant4_type_from_name(o.get_string("bnb_4bit_quant_type"));
+  p.quant.bnb_4bit_use_double_quant = o.get_bool("bnb_4bit_use_double_quant");
+  p.quant.compute_bf16 = compute_dtype_is_bf16(o.get_string("bnb_4bit_compute_dtype"));
+  if (p.quant.load_in_4bit && p.quant.load_in_8bit)
+    fail("--load_in_4bit and --load_in_8bit are both set: choose one (4-bit nf4 is the QLoRA recipe)");
+  if (p.quant.enabled() && p.method != "lora")
+    fail("--method ", p.method, " with --", p.quant.load_in_4bit ? "load_in_4bit" : "load_in_8bit",
+         ": quantized weights cannot train; use --method lora (QLoRA: LoRA adapters on the frozen k-bit base)");
+
+  p.task_type = o.get_string("task_type");
+  if (o.has("task")) {
+    p.task = o.get_string("task");
+    if (p.task != "lm") p.task_type = "SEQ_CLS";
+    else if (p.task_type == "SEQ_CLS") fail("--task lm contradicts --task_type SEQ_CLS");
+  } else if (p.task_type == "SEQ_CLS") {
+    p.task = "classification";
+  }
+  if (o.has("num_labels")) {
+    if (p.task_type != "SEQ_CLS") fail("--num_labels needs --task_type SEQ_CLS (or --task reward)");
+    p.num_labels = o.get_int("num_labels");
+    if (p.task == "reward" && p.num_labels != 1) fail("--task reward trains a one-output head: drop --num_labels or set it to 1");
+  }
+  if (p.task == "reward") p.num_labels = 1;
+  if (p.task_type == "SEQ_CLS") p.lora.task_type = "SEQ_CLS";
   return p;
 }
 

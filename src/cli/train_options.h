@@ -6,6 +6,7 @@
 
 #include "cli/options.h"
 #include "data/dataset.h"
+#include "model/quantize_model.h"
 #include "peft/freeze.h"
 #include "peft/lora_config.h"
 #include "train/trainer.h"
@@ -22,6 +23,12 @@ struct TrainPlan {
   int64_t max_seq_length = 1024;
   bool packing = false;
   std::vector<std::string> sample_prompts;
+  QuantizeOptions quant;  // k-bit frozen base (load_in_4bit / load_in_8bit)
+  bool bf16 = false;      // HF bf16=True (fp16=True maps here): frozen weights in bf16, bf16 products
+  // Sequence classification / reward modelling (cli/cmd_train_seqcls.cpp).
+  std::string task_type = "CAUSAL_LM";  // CAUSAL_LM | SEQ_CLS
+  std::string task = "lm";              // lm | classification | reward
+  int64_t num_labels = 0;               // 0 = from the data (reward: 1)
 };
 
 void add_train_options(CommandSpec& s);

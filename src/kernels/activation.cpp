@@ -1,6 +1,7 @@
 // Elementwise activations (GELU erf/tanh, SiLU, ReLU) and the SwiGLU product, forward and
 // backward, with double-precision references.
 #include "kernels/activation.h"
+#include "core/profile.h"
 
 #include <cmath>
 
@@ -81,6 +82,7 @@ void backward_loop(float* dx, const float* dout, const float* x, int64_t n) {
 
 // The switch sits outside the loops so that each loop body is branch-free.
 void activation_forward(float* out, const float* x, int64_t n, Activation act) {
+  ProfileScope profile_scope("activation");
   switch (act) {
     case Activation::GeluErf: return forward_loop<Activation::GeluErf>(out, x, n);
     case Activation::GeluTanh: return forward_loop<Activation::GeluTanh>(out, x, n);
@@ -90,6 +92,7 @@ void activation_forward(float* out, const float* x, int64_t n, Activation act) {
 }
 
 void activation_backward(float* dx, const float* dout, const float* x, int64_t n, Activation act) {
+  ProfileScope profile_scope("activation");
   if (!dx) return;
   switch (act) {
     case Activation::GeluErf: return backward_loop<Activation::GeluErf>(dx, dout, x, n);
@@ -100,12 +103,14 @@ void activation_backward(float* dx, const float* dout, const float* x, int64_t n
 }
 
 void swiglu_forward(float* out, const float* gate, const float* up, int64_t n) {
+  ProfileScope profile_scope("activation");
 #pragma omp parallel for schedule(static) if (n > kParallelMin)
   for (int64_t i = 0; i < n; ++i) out[i] = gate[i] * sigmoid(gate[i]) * up[i];
 }
 
 void swiglu_backward(float* dgate, float* dup, const float* dout, const float* gate, const float* up,
                      int64_t n) {
+  ProfileScope profile_scope("activation");
 #pragma omp parallel for schedule(static) if (n > kParallelMin)
   for (int64_t i = 0; i < n; ++i) {
     const float g = gate[i], s = sigmoid(g);

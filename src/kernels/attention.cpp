@@ -1,6 +1,7 @@
 // Causal (GQA, segment-masked) attention: flash-style blocked forward with online softmax and a
 // FlashAttention-2 backward that recomputes probabilities from lse; plus a plain reference.
 #include "kernels/attention.h"
+#include "core/profile.h"
 
 #include <algorithm>
 #include <bit>
@@ -144,6 +145,7 @@ inline int64_t mask_scores(float* s, const Geometry& g, int64_t b, int64_t i, in
 
 void attention_forward(float* out, float* lse, const float* q, const float* k, const float* v,
                        const int32_t* q_seg, const int32_t* k_seg, const AttentionDims& d) {
+  ProfileScope profile_scope("attention fwd");
   const Geometry g = resolve(d, q_seg, k_seg, "attention_forward");
   const int64_t D = g.D;
   const int64_t q_blocks = ceil_div(g.Tq, kQueryBlock);
@@ -240,6 +242,7 @@ inline int64_t block_probabilities(float* p, float* ds, const Geometry& g, const
 void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* out,
                         const float* lse, const float* q, const float* k, const float* v,
                         const int32_t* q_seg, const int32_t* k_seg, const AttentionDims& d) {
+  ProfileScope profile_scope("attention bwd");
   const Geometry g = resolve(d, q_seg, k_seg, "attention_backward");
   if (!dq && !dk && !dv) return;
   const int64_t D = g.D;

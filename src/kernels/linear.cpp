@@ -2,6 +2,7 @@
 // (torch) or [in,out] (GPT-2 Conv1D). With bf16 weights the activations are rounded to bf16 too
 // (bf16 products, f32 accumulation), which is what the reference does as well.
 #include "kernels/linear.h"
+#include "core/profile.h"
 
 #include <algorithm>
 #include <vector>
@@ -51,7 +52,8 @@ void matmul_with_weight(float* C, const float* A, const WeightView& W, const Gem
                         bool accumulate) {
   if (W.dtype == DType::BF16) {
     const uint16_t* a16 = to_bf16_scratch(A, d.M * d.K);
-    matmul_bf16(C, a16, static_cast<const uint16_t*>(W.data), d, accumulate);
+    // bf16 weights are frozen (no gradient path exists for them): pack once, reuse every step.
+    matmul_bf16_const_b(C, a16, static_cast<const uint16_t*>(W.data), d, accumulate);
   } else {
     matmul_f32(C, A, static_cast<const float*>(W.data), d, accumulate);
   }
@@ -61,6 +63,7 @@ void matmul_with_weight(float* C, const float* A, const WeightView& W, const Gem
 
 void linear_forward(float* y, const float* x, const WeightView& W, const float* bias, int64_t N,
                     int64_t in, int64_t out) {
+  ProfileScope profile_scope("linear glue (bias, bf16 cast)");
   check_weight(W, "linear_forward");
   matmul_with_weight(y, x, W, forward_dims(W, N, in, out), false);
   if (bias) {
@@ -74,6 +77,7 @@ void linear_forward(float* y, const float* x, const WeightView& W, const float* 
 
 void linear_backward(float* dx, float* dW, float* db, const float* dy, const float* x,
                      const WeightView& W, int64_t N, int64_t in, int64_t out) {
+  ProfileScope profile_scope("linear glue (bias, bf16 cast)");
   check_weight(W, "linear_backward");
   LLMTUNE_CHECK(!dW || W.dtype == DType::F32,
                 "linear_backward: a weight gradient needs an f32 weight (bf16 weights are frozen)");

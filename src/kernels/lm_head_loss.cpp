@@ -1,6 +1,7 @@
 // Fused LM head + cross-entropy over chunks of counted rows (labels != -100), so the [N × V] logits
 // are never held: per chunk, logits = h·Wᵀ (+bias), softmax/loss in place, then dh/dW via linear.
 #include "kernels/lm_head_loss.h"
+#include "core/profile.h"
 
 #include <algorithm>
 #include <cmath>
@@ -41,9 +42,11 @@ int64_t chunk_rows(int64_t V) { return std::clamp<int64_t>((int64_t(1) << 23) / 
 
 }  // namespace
 
-LossSum lm_head_loss(const float* h, const WeightView& W, const float* bias, const int32_t* labels,
-                     int64_t N, int64_t E, int64_t V, float grad_scale, float* dh, float* dW,
-                     float* token_logp) {
+// Shared body: the gradient factor of row t is grad_scale · (row_weight ? row_weight[t] : 1).
+LossSum lm_head_loss_impl(const float* h, const WeightView& W, const float* bias, const int32_t* labels,
+                          const float* row_weight, int64_t N, int64_t E, int64_t V, float grad_scale, float* dh,
+                          float* dW, float* token_logp) {
+  ProfileScope profile_scope("lm_head_loss (excl. matmul)");
   check_args(W, dW, N, E, V, "lm_head_loss");
   const std::vector<int64_t> rows = counted_rows(labels, N, V, "lm_head_loss");
   if (token_logp)
@@ -91,10 +94,11 @@ LossSum lm_head_loss(const float* h, const WeightView& W, const float* bias, con
       total += double(loss);
       if (token_logp) token_logp[t] = -loss;
       if (need_grad) {
-        const float factor = grad_scale / sum;
+        const float row_scale = row_weight ? grad_scale * row_weight[t] : grad_scale;
+        const float factor = row_scale / sum;
 #pragma omp simd
         for (int64_t c = 0; c < V; ++c) z[c] *= factor;
-        z[label] -= grad_scale;
+        z[label] -= row_scale;
       }
     }
 
@@ -119,6 +123,19 @@ LossSum lm_head_loss(const float* h, const WeightView& W, const float* bias, con
   return LossSum{total, count};
 }
 
+LossSum lm_head_loss(const float* h, const WeightView& W, const float* bias, const int32_t* labels,
+                     int64_t N, int64_t E, int64_t V, float grad_scale, float* dh, float* dW,
+                     float* token_logp) {
+  return lm_head_loss_impl(h, W, bias, labels, nullptr, N, E, V, grad_scale, dh, dW, token_logp);
+}
+
+LossSum lm_head_loss_weighted(const float* h, const WeightView& W, const float* bias, const int32_t* labels,
+                              const float* row_weight, int64_t N, int64_t E, int64_t V, float* dh, float* dW,
+                              float* token_logp) {
+  LLMTUNE_CHECK(row_weight != nullptr, "lm_head_loss_weighted: row_weight is required");
+  return lm_head_loss_impl(h, W, bias, labels, row_weight, N, E, V, 1.f, dh, dW, token_logp);
+}
+
 namespace reference {
 
 namespace {
@@ -137,6 +154,12 @@ double as_operand(const WeightView& W, double x) {
 LossSum lm_head_loss(const float* h, const WeightView& W, const float* bias, const int32_t* labels,
                      int64_t N, int64_t E, int64_t V, float grad_scale, float* dh, float* dW,
                      float* token_logp) {
+  return lm_head_loss_weighted(h, W, bias, labels, nullptr, N, E, V, grad_scale, dh, dW, token_logp);
+}
+
+LossSum lm_head_loss_weighted(const float* h, const WeightView& W, const float* bias, const int32_t* labels,
+                              const float* row_weight, int64_t N, int64_t E, int64_t V, float grad_scale,
+                              float* dh, float* dW, float* token_logp) {
   check_args(W, dW, N, E, V, "reference::lm_head_loss");
   counted_rows(labels, N, V, "reference::lm_head_loss");
   LossSum result;
@@ -163,7 +186,7 @@ LossSum lm_head_loss(const float* h, const WeightView& W, const float* bias, con
     std::fill(dh_row.begin(), dh_row.end(), 0.0);
     for (int64_t v = 0; v < V; ++v) {
       double dz = std::exp(z[v] - max_logit) / sum - (v == labels[t] ? 1.0 : 0.0);
-      dz *= grad_scale;
+      dz *= double(grad_scale) * (row_weight ? double(row_weight[t]) : 1.0);
       for (int64_t e = 0; e < E; ++e) {
         dh_row[e] += as_operand(W, dz) * weight_at(W, v, e, E, V);
         if (dW) (W.transposed ? dW[e * V + v] : dW[v * E + e]) += float(dz * ht[e]);

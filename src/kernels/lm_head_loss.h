@@ -22,7 +22,18 @@ LossSum lm_head_loss(const float* h, const WeightView& W, const float* bias, con
                      int64_t N, int64_t E, int64_t V, float grad_scale, float* dh, float* dW,
                      float* token_logp = nullptr);
 
+// Per-row weighted gradient (RL losses: policy-gradient weights per token): ACCUMULATES into dh / dW
+// the gradient of Σ_t row_weight[t] · loss_t (loss_t = −logp_t), so a caller wanting the gradient of
+// Σ_t w_t·logp_t passes row_weight = −w. Returned sums and token_logp as lm_head_loss.
+LossSum lm_head_loss_weighted(const float* h, const WeightView& W, const float* bias, const int32_t* labels,
+                              const float* row_weight, int64_t N, int64_t E, int64_t V, float* dh, float* dW,
+                              float* token_logp = nullptr);
+
 namespace reference {
+// row_weight nullable here (= all ones); the gradient is of grad_scale · Σ row_weight[t]·loss_t.
+LossSum lm_head_loss_weighted(const float* h, const WeightView& W, const float* bias, const int32_t* labels,
+                              const float* row_weight, int64_t N, int64_t E, int64_t V, float grad_scale,
+                              float* dh, float* dW, float* token_logp = nullptr);
 LossSum lm_head_loss(const float* h, const WeightView& W, const float* bias, const int32_t* labels,
                      int64_t N, int64_t E, int64_t V, float grad_scale, float* dh, float* dW,
                      float* token_logp = nullptr);

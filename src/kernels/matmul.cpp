@@ -1,10 +1,13 @@
 // matmul: C = op(A)·op(B) through oneDNN's matmul primitive (strided descriptors express the
 // transposes and leading dimensions, a `sum` post-op the accumulate), plus the plain-loop reference.
 #include "kernels/matmul.h"
+#include "core/profile.h"
 
 #include <dnnl.hpp>
 
 #include <algorithm>
+#include <cstdlib>
+#include <string>
 #include <cstring>
 #include <map>
 #include <memory>
@@ -76,6 +79,7 @@ struct CachedMatmul {
   bool ok = false;  // false: oneDNN refused this configuration; use the loop path
   dnnl::matmul prim;
   dnnl::memory::desc a_md, b_md, c_md, scratch_md;
+  dnnl::memory::desc b_plain_md;  // B as the caller stores it (differs from b_md when B is packed)
 };
 
 dnnl::engine& global_engine() {
@@ -86,8 +90,8 @@ dnnl::engine& global_engine() {
 std::mutex cache_mutex;
 std::map<Key, std::shared_ptr<const CachedMatmul>> cache;
 
-std::shared_ptr<const CachedMatmul> get_matmul(const GemmDims& d, bool accumulate, bool bf16) {
-  const Key key{d.M, d.N, d.K, d.trans_a, d.trans_b, d.lda, d.ldb, d.ldc, accumulate, bf16 ? 1 : 0};
+std::shared_ptr<const CachedMatmul> get_matmul(const GemmDims& d, bool accumulate, bool bf16, bool packed_b = false) {
+  const Key key{d.M, d.N, d.K, d.trans_a, d.trans_b, d.lda, d.ldb, d.ldc, accumulate, (bf16 ? 1 : 0) + (packed_b ? 2 : 0)};
   std::lock_guard<std::mutex> lock(cache_mutex);
   auto it = cache.find(key);
   if (it != cache.end()) return it->second;
@@ -100,6 +104,8 @@ std::shared_ptr<const CachedMatmul> get_matmul(const GemmDims& d, bool accumulat
   // op(A)[m,k] lives at A[m·lda + k], or A[k·lda + m] when A is stored transposed.
   entry->a_md = md({d.M, d.K}, in_type, d.trans_a ? dims{1, d.lda} : dims{d.lda, 1});
   entry->b_md = md({d.K, d.N}, in_type, d.trans_b ? dims{1, d.ldb} : dims{d.ldb, 1});
+  entry->b_plain_md = entry->b_md;
+  if (packed_b) entry->b_md = md({d.K, d.N}, in_type, dnnl::memory::format_tag::any);
   entry->c_md = md({d.M, d.N}, dt::f32, dims{d.ldc, 1});
   try {
     dnnl::primitive_attr attr;
@@ -113,6 +119,7 @@ std::shared_ptr<const CachedMatmul> get_matmul(const GemmDims& d, bool accumulat
     dnnl::matmul::desc desc(entry->a_md, entry->b_md, entry->c_md);
     dnnl::matmul::primitive_desc pd(desc, attr, global_engine());
     entry->scratch_md = pd.scratchpad_desc();
+    if (packed_b) entry->b_md = pd.weights_desc();  // the blocked layout oneDNN chose
     entry->prim = dnnl::matmul(pd);
     entry->ok = true;
   } catch (const dnnl::error&) {
@@ -146,12 +153,78 @@ bool run_onednn(float* C, const void* A, const void* B, const GemmDims& d, bool 
   return true;
 }
 
+// ---- packed constant weights ----
+
+struct PackedWeight {
+  dnnl::memory::desc md;
+  dnnl::memory mem;
+  uint64_t checksum = 0;
+};
+using PackKey = std::tuple<const void*, int64_t, int64_t, bool, int64_t>;
+std::mutex pack_mutex;
+std::map<PackKey, std::vector<PackedWeight>> packed_weights;
+
+// 64 sampled elements: a different weight that reuses a freed pointer is caught (in-place changes
+// of a cached weight are not: matmul_forget_packed_weights exists for that).
+uint64_t sample_checksum(const uint16_t* B, const GemmDims& d) {
+  const int64_t rows = d.trans_b ? d.N : d.K, cols = d.trans_b ? d.K : d.N;
+  uint64_t h = 1469598103934665603ull;
+  for (int64_t i = 0; i < 64; i++) {
+    const int64_t r = (i * 7919) % rows, c = (i * 104729) % cols;
+    h = (h ^ B[r * d.ldb + c]) * 1099511628211ull;
+  }
+  return h;
+}
+
+bool run_onednn_packed(float* C, const uint16_t* A, const uint16_t* B, const GemmDims& d, bool accumulate) {
+  auto mm = get_matmul(d, accumulate, true, true);
+  if (!mm->ok) return false;
+  thread_local dnnl::stream stream(global_engine());
+  auto& eng = global_engine();
+  dnnl::memory packed;
+  {
+    const uint64_t sum = sample_checksum(B, d);
+    std::lock_guard<std::mutex> lock(pack_mutex);
+    auto& list = packed_weights[PackKey{B, d.K, d.N, d.trans_b, d.ldb}];
+    for (auto& p : list)
+      if (p.md == mm->b_md && p.checksum == sum) packed = p.mem;
+    if (!packed) {
+      std::erase_if(list, [&](const PackedWeight& p) { return p.checksum != sum; });  // stale pointer reuse
+      PackedWeight p{mm->b_md, dnnl::memory(mm->b_md, eng), sum};
+      dnnl::memory plain(mm->b_plain_md, eng, const_cast<uint16_t*>(B));
+      dnnl::reorder(plain, p.mem).execute(stream, plain, p.mem);
+      stream.wait();
+      packed = p.mem;
+      list.push_back(std::move(p));
+    }
+  }
+  thread_local std::vector<uint8_t> scratch;
+  const size_t scratch_bytes = mm->scratch_md.get_size();
+  if (scratch.size() < scratch_bytes) scratch.resize(scratch_bytes);
+  dnnl::memory a(mm->a_md, eng, const_cast<uint16_t*>(A));
+  dnnl::memory c(mm->c_md, eng, C);
+  dnnl::memory s(mm->scratch_md, eng, scratch.data());
+  mm->prim.execute(stream, {{DNNL_ARG_SRC, a}, {DNNL_ARG_WEIGHTS, packed}, {DNNL_ARG_DST, c}, {DNNL_ARG_SCRATCHPAD, s}});
+  stream.wait();
+  return true;
+}
+
+bool prepack_enabled() {
+  static const bool on = [] {
+    // Off by default: measured no gain on avx512_core_bf16 (no AMX) for +35% RSS (bench/NOTES.md).
+    const char* v = std::getenv("LLMTUNE_PREPACK");
+    return v && std::string(v) == "1";
+  }();
+  return on;
+}
+
 // Below this many multiply-adds a oneDNN call costs more than it saves.
 constexpr int64_t kTinyProduct = 8 * 1024;
 
 }  // namespace
 
 void matmul_f32(float* C, const float* A, const float* B, const GemmDims& dims, bool accumulate) {
+  ProfileScope profile_scope("matmul f32");
   const GemmDims d = normalized(dims);
   if (handle_empty(C, d, accumulate)) return;
   if (d.M * d.N * d.K <= kTinyProduct || !run_onednn(C, A, B, d, accumulate, false))
@@ -160,10 +233,25 @@ void matmul_f32(float* C, const float* A, const float* B, const GemmDims& dims, 
 
 void matmul_bf16(float* C, const uint16_t* A, const uint16_t* B, const GemmDims& dims,
                  bool accumulate) {
+  ProfileScope profile_scope("matmul bf16");
   const GemmDims d = normalized(dims);
   if (handle_empty(C, d, accumulate)) return;
   if (d.M * d.N * d.K <= kTinyProduct || !run_onednn(C, A, B, d, accumulate, true))
     loop_matmul(C, A, B, d, accumulate);
+}
+
+void matmul_bf16_const_b(float* C, const uint16_t* A, const uint16_t* B, const GemmDims& dims,
+                         bool accumulate) {
+  ProfileScope profile_scope("matmul bf16");
+  const GemmDims d = normalized(dims);
+  if (handle_empty(C, d, accumulate)) return;
+  if (d.M * d.N * d.K <= kTinyProduct) return loop_matmul(C, A, B, d, accumulate);
+  if (!prepack_enabled() || !run_onednn_packed(C, A, B, d, accumulate)) matmul_bf16(C, A, B, dims, accumulate);
+}
+
+void matmul_forget_packed_weights() {
+  std::lock_guard<std::mutex> lock(pack_mutex);
+  packed_weights.clear();
 }
 
 namespace reference {

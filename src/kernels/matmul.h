@@ -21,6 +21,14 @@ void matmul_f32(float* C, const float* A, const float* B, const GemmDims& d, boo
 // bf16 inputs (raw uint16 bf16 bits), f32 accumulation and output.
 void matmul_bf16(float* C, const uint16_t* A, const uint16_t* B, const GemmDims& d, bool accumulate);
 
+// Same product where B is a CONSTANT bf16 weight (frozen; not modified or freed while cached): B is
+// reordered once into oneDNN's blocked layout and the packed copy cached by (pointer, shape, layout,
+// a checksum of sampled elements) when LLMTUNE_PREPACK=1; by default it is plain matmul_bf16
+// (packing measured no faster on this CPU class, bench/NOTES.md).
+void matmul_bf16_const_b(float* C, const uint16_t* A, const uint16_t* B, const GemmDims& d, bool accumulate);
+// Drops every packed weight (call before changing or freeing weights that were used above).
+void matmul_forget_packed_weights();
+
 namespace reference {
 void matmul_f32(float* C, const float* A, const float* B, const GemmDims& d, bool accumulate);
 void matmul_bf16(float* C, const uint16_t* A, const uint16_t* B, const GemmDims& d, bool accumulate);

@@ -1,6 +1,7 @@
 // LayerNorm and RMSNorm over rows of C floats: forward (saving per-row statistics) and backward,
 // each with a plain double-precision reference.
 #include "kernels/norm.h"
+#include "core/profile.h"
 
 #include <algorithm>
 #include <cmath>
@@ -19,6 +20,7 @@ inline int64_t column_blocks(int64_t C) { return (C + kColumnBlock - 1) / kColum
 
 void layernorm_forward(float* out, float* mean, float* rstd, const float* x, const float* w,
                        const float* b, int64_t N, int64_t C, float eps) {
+  ProfileScope profile_scope("norm");
 #pragma omp parallel for schedule(static)
   for (int64_t n = 0; n < N; ++n) {
     const float* xr = x + n * C;
@@ -48,6 +50,7 @@ void layernorm_forward(float* out, float* mean, float* rstd, const float* x, con
 void layernorm_backward(float* dx, float* dw, float* db, const float* dout, const float* x,
                         const float* w, const float* mean, const float* rstd, int64_t N,
                         int64_t C) {
+  ProfileScope profile_scope("norm");
   if (dx) {
 #pragma omp parallel for schedule(static)
     for (int64_t n = 0; n < N; ++n) {
@@ -90,6 +93,7 @@ void layernorm_backward(float* dx, float* dw, float* db, const float* dout, cons
 
 void rmsnorm_forward(float* out, float* rstd, const float* x, const float* w, int64_t N, int64_t C,
                      float eps) {
+  ProfileScope profile_scope("norm");
 #pragma omp parallel for schedule(static)
   for (int64_t n = 0; n < N; ++n) {
     const float* xr = x + n * C;
@@ -110,6 +114,7 @@ void rmsnorm_forward(float* out, float* rstd, const float* x, const float* w, in
 
 void rmsnorm_backward(float* dx, float* dw, const float* dout, const float* x, const float* w,
                       const float* rstd, int64_t N, int64_t C) {
+  ProfileScope profile_scope("norm");
   if (dx) {
 #pragma omp parallel for schedule(static)
     for (int64_t n = 0; n < N; ++n) {

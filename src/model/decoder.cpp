@@ -1,8 +1,10 @@
 // Generic decoder forward/backward over GPT-NeoX, Llama-family and GPT-2 switches.
 #include "model/decoder.h"
+#include "core/profile.h"
 
 #include <cmath>
 #include <cstring>
+#include <utility>
 
 #include "core/error.h"
 #include "kernels/activation.h"
@@ -271,13 +273,29 @@ void Workspace::ensure(const Model& m, int64_t B_, int64_t T_) {
   const ModelConfig& c = m.cfg;
   const int64_t N = B_ * T_, E = c.hidden_size, I = c.intermediate_size;
   const int64_t QD = c.q_dim(), KD = c.kv_dim();
-  if (B_ == B && T_ == T && !blocks.empty()) return;
+  if (B_ == B && T_ == T && !blocks.empty() && allocated_checkpointing == gradient_checkpointing) return;
   B = B_;
   T = T_;
+  allocated_checkpointing = gradient_checkpointing;
+  ckpt_layer = -1;
   blocks.resize(size_t(c.num_layers));
-  for (size_t li = 0; li < blocks.size(); li++) {
-    BlockActs& a = blocks[li];
-    ensure_tensor(a.x_in, {N, E});
+  // Checkpointing: per layer only the input; the rest of one block's activations live in ckpt.
+  std::vector<BlockActs*> full;
+  if (gradient_checkpointing) {
+    for (BlockActs& a : blocks) {
+      Tensor x_in = std::move(a.x_in);
+      a = BlockActs{};  // frees anything a stored-mode workspace held
+      a.x_in = std::move(x_in);
+      ensure_tensor(a.x_in, {N, E});
+    }
+    if (!blocks.empty()) full.push_back(&ckpt);
+  } else {
+    ckpt = BlockActs{};
+    for (BlockActs& a : blocks) full.push_back(&a);
+  }
+  for (size_t li = 0; li < full.size(); li++) {
+    BlockActs& a = *full[li];
+    if (!gradient_checkpointing) ensure_tensor(a.x_in, {N, E});
     ensure_tensor(a.ln1, {N, E});
     ensure_tensor(a.ln1_mean, {N});
     ensure_tensor(a.ln1_rstd, {N});
@@ -315,12 +333,45 @@ void Workspace::ensure(const Model& m, int64_t B_, int64_t T_) {
   ensure_tensor(d_act, {N, I});
 }
 
+int64_t Workspace::bytes() const {
+  int64_t n = 0;
+  auto add = [&](const Tensor& t) {
+    if (t.defined()) n += int64_t(t.nbytes());
+  };
+  auto add_block = [&](const BlockActs& a) {
+    for (const Tensor* t : {&a.x_in, &a.ln1, &a.ln1_mean, &a.ln1_rstd, &a.q, &a.k, &a.v, &a.attn, &a.lse,
+                            &a.x_mid, &a.ln2, &a.ln2_mean, &a.ln2_rstd, &a.h1, &a.up, &a.act})
+      add(*t);
+    for (const LinearActs& l : a.lin) {
+      add(l.xa);
+      add(l.xd);
+      add(l.mask);
+    }
+  };
+  for (const BlockActs& a : blocks) add_block(a);
+  add_block(ckpt);
+  for (const Tensor* t : {&x_final, &h_final, &fn_mean, &fn_rstd, &d_final, &tmp_e, &tmp_e2, &tmp_qkv, &d_resid,
+                          &d_ln, &d_q, &d_k, &d_v, &d_attn, &d_qkv, &d_h1, &d_up, &d_act})
+    add(*t);
+  return n;
+}
+
 namespace {
 void resolve_positions(Workspace& ws, const DecoderInput& in) {
   ws.positions.resize(size_t(in.B * in.T));
   for (int64_t b = 0; b < in.B; b++)
     for (int64_t t = 0; t < in.T; t++)
       ws.positions[size_t(b * in.T + t)] = in.positions ? in.positions[b * in.T + t] : int32_t(t);
+}
+
+// Checkpointing: runs block li's forward in the shared ckpt acts, its input borrowed from
+// blocks[li].x_in (swapped in and back, so block_backward finds the input where it expects it).
+void run_block_in_ckpt(Model& m, Workspace& ws, size_t li, float* out, int64_t B, int64_t T, const AttnCtx& ctx,
+                       Rng* rng) {
+  std::swap(ws.ckpt.x_in, ws.blocks[li].x_in);
+  block_forward(m, m.blocks[li], ws.ckpt, ws.ckpt.x_in.f32(), out, B, T, ctx, ws, rng);
+  std::swap(ws.ckpt.x_in, ws.blocks[li].x_in);
+  ws.ckpt_layer = int64_t(li);
 }
 
 void embed_forward(Model& m, float* x, const int32_t* ids, const int32_t* positions, int64_t N) {
@@ -340,6 +391,7 @@ void embed_forward(Model& m, float* x, const int32_t* ids, const int32_t* positi
 }  // namespace
 
 void decoder_forward(Model& m, Workspace& ws, const DecoderInput& in) {
+  ProfileScope profile_scope("decoder fwd glue (embed, residual, split)");
   const ModelConfig& c = m.cfg;
   ws.ensure(m, in.B, in.T);
   resolve_positions(ws, in);
@@ -352,11 +404,20 @@ void decoder_forward(Model& m, Workspace& ws, const DecoderInput& in) {
   float* x0 = ws.blocks.empty() ? ws.x_final.f32() : ws.blocks[0].x_in.f32();
   embed_forward(m, x0, in.ids, ws.positions.data(), N);
   AttnCtx ctx{ws.positions.data(), in.segments, in.segments, nullptr, 0};
+  if (ws.gradient_checkpointing) {
+    ws.ckpt_rng.resize(m.blocks.size());
+    ws.ckpt_rng_used = in.dropout_rng != nullptr;
+  }
   for (size_t li = 0; li < m.blocks.size(); li++) {
     float* out = li + 1 < m.blocks.size() ? ws.blocks[li + 1].x_in.f32() : ws.x_final.f32();
     ctx.layer = int(li);
-    block_forward(m, m.blocks[li], ws.blocks[li], ws.blocks[li].x_in.f32(), out, in.B, in.T, ctx, ws,
-                  in.dropout_rng);
+    if (ws.gradient_checkpointing) {
+      if (in.dropout_rng) ws.ckpt_rng[li] = *in.dropout_rng;
+      run_block_in_ckpt(m, ws, li, out, in.B, in.T, ctx, in.dropout_rng);
+    } else {
+      block_forward(m, m.blocks[li], ws.blocks[li], ws.blocks[li].x_in.f32(), out, in.B, in.T, ctx, ws,
+                    in.dropout_rng);
+    }
   }
   norm_forward(c, m.final_norm, ws.h_final.f32(), ws.fn_mean.f32(), ws.fn_rstd.f32(), ws.x_final.f32(), N);
   (void)E;
@@ -364,6 +425,7 @@ void decoder_forward(Model& m, Workspace& ws, const DecoderInput& in) {
 
 LossSum decoder_lm_loss(Model& m, Workspace& ws, const int32_t* targets, float grad_scale, bool backward,
                         float* token_logp) {
+  ProfileScope profile_scope("decoder loss glue");
   const ModelConfig& c = m.cfg;
   const int64_t N = ws.B * ws.T;
   if (!m.lm_head.weight)
@@ -379,6 +441,7 @@ LossSum decoder_lm_loss(Model& m, Workspace& ws, const int32_t* targets, float g
 }
 
 void decoder_backward(Model& m, Workspace& ws, const DecoderInput& in) {
+  ProfileScope profile_scope("decoder bwd glue (residual, merge, memset)");
   const ModelConfig& c = m.cfg;
   const int64_t N = in.B * in.T;
   const bool embed_trainable = (m.embed->trainable) || (m.pos_embed && m.pos_embed->trainable);
@@ -400,7 +463,23 @@ void decoder_backward(Model& m, Workspace& ws, const DecoderInput& in) {
   for (int64_t li = int64_t(m.blocks.size()) - 1; li >= std::max<int64_t>(lowest, 0); li--) {
     ctx.layer = int(li);
     bool need_dx = li > lowest || embed_trainable;
-    block_backward(m, m.blocks[size_t(li)], ws.blocks[size_t(li)], in.B, in.T, ctx, ws, need_dx);
+    if (ws.gradient_checkpointing) {
+      // Recompute this block's activations (the top block's are still in ckpt after the forward).
+      // The forward's block output went to the next block's input / x_final, which backward no
+      // longer reads, so the recompute writes it to scratch. d_resid is untouched by a forward;
+      // tmp_e/tmp_e2 are clobbered, and block_backward (re)fills tmp_e before reading it.
+      if (ws.ckpt_layer != li) {
+        Rng rng = ws.ckpt_rng_used ? ws.ckpt_rng[size_t(li)] : Rng();
+        run_block_in_ckpt(m, ws, size_t(li), ws.d_final.f32(), in.B, in.T, ctx,
+                          ws.ckpt_rng_used ? &rng : nullptr);
+      }
+      std::swap(ws.ckpt.x_in, ws.blocks[size_t(li)].x_in);
+      block_backward(m, m.blocks[size_t(li)], ws.ckpt, in.B, in.T, ctx, ws, need_dx);
+      std::swap(ws.ckpt.x_in, ws.blocks[size_t(li)].x_in);
+      ws.ckpt_layer = -1;  // backward may have overwritten the acts it consumed
+    } else {
+      block_backward(m, m.blocks[size_t(li)], ws.blocks[size_t(li)], in.B, in.T, ctx, ws, need_dx);
+    }
   }
   if (embed_trainable) {
     if (m.embed->trainable)
@@ -460,7 +539,10 @@ void decoder_forward_cached(Model& m, KVCache& cache, Workspace& ws, const int32
   for (size_t li = 0; li < m.blocks.size(); li++) {
     float* out = li + 1 < m.blocks.size() ? ws.blocks[li + 1].x_in.f32() : ws.x_final.f32();
     ctx.layer = int(li);
-    block_forward(m, m.blocks[li], ws.blocks[li], ws.blocks[li].x_in.f32(), out, B, Tq, ctx, ws, nullptr);
+    if (ws.gradient_checkpointing)
+      run_block_in_ckpt(m, ws, li, out, B, Tq, ctx, nullptr);
+    else
+      block_forward(m, m.blocks[li], ws.blocks[li], ws.blocks[li].x_in.f32(), out, B, Tq, ctx, ws, nullptr);
   }
   cache.len += Tq;
   // Final norm and LM head only for each row's last new token.

@@ -43,7 +43,20 @@ struct Workspace {
   Tensor tmp_e, tmp_e2, tmp_qkv, d_resid, d_ln, d_q, d_k, d_v, d_attn, d_qkv, d_h1, d_up, d_act;
   std::vector<LinearActs> head_lin;
 
+  // Gradient checkpointing (HF `gradient_checkpointing`): set before the first forward. The forward
+  // keeps only each block's input (blocks[l].x_in) and runs every block in the one shared `ckpt`;
+  // decoder_backward recomputes each block from its input, with the dropout RNG state it had in the
+  // forward, right before that block's backward — gradients identical to the stored path.
+  bool gradient_checkpointing = false;
+  BlockActs ckpt;
+  int64_t ckpt_layer = -1;   // layer whose activations ckpt holds now (-1: none)
+  std::vector<Rng> ckpt_rng;  // dropout RNG state at each block's forward
+  bool ckpt_rng_used = false;  // the last forward ran with a dropout RNG
+
   void ensure(const Model& m, int64_t B, int64_t T);
+  // Bytes held by the activation store and scratch (for tests and the memory estimate).
+  int64_t bytes() const;
+  bool allocated_checkpointing = false;  // the mode `ensure` last sized for
 };
 
 // Forward pass; leaves the final normed hidden states in ws.h_final.

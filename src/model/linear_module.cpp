@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "kernels/linear_quant.h"
 #include "kernels/matmul.h"
 
 namespace llmtune {
@@ -20,7 +21,10 @@ void ensure(Tensor& t, const Shape& s) {
 
 void linear_module_forward(const LinearModule& l, bool adapters_enabled, const float* x, float* y,
                            int64_t N, LinearActs* acts, Rng* rng) {
-  linear_forward(y, x, l.view(), l.bias ? l.bias->value.f32() : nullptr, N, l.in, l.out);
+  const float* bias = l.bias ? l.bias->value.f32() : nullptr;
+  if (l.q4) linear_q4_forward(y, x, *l.q4, bias, N, l.qopt);
+  else if (l.q8) linear_int8_forward(y, x, *l.q8, bias, N, l.qopt);
+  else linear_forward(y, x, l.view(), bias, N, l.in, l.out);
   if (!l.lora.runs(adapters_enabled)) return;
   const int64_t r = l.lora.r;
   const float* xin = x;
@@ -61,7 +65,16 @@ void linear_module_backward(const LinearModule& l, bool adapters_enabled, const 
                             float* dx, int64_t N, LinearActs* acts) {
   float* dW = grad_of(l.weight);
   float* db = grad_of(l.bias);
-  if (dx || dW || db) linear_backward(dx, dW, db, dy, x, l.view(), N, l.in, l.out);
+  if (l.quantized()) {
+    // A quantized weight is always frozen: only the input gradient (and a trainable bias).
+    if (dx && l.q4) linear_q4_backward_input(dx, dy, *l.q4, N, l.qopt);
+    else if (dx) linear_int8_backward_input(dx, dy, *l.q8, N, l.qopt);
+    if (db)
+      for (int64_t n = 0; n < N; n++)
+        for (int64_t o = 0; o < l.out; o++) db[o] += dy[n * l.out + o];
+  } else if (dx || dW || db) {
+    linear_backward(dx, dW, db, dy, x, l.view(), N, l.in, l.out);
+  }
   if (!l.lora.runs(adapters_enabled)) return;
   if (!acts || !acts->xa.defined()) fail("internal: LoRA backward without stored activations for ", l.name);
   const int64_t r = l.lora.r;

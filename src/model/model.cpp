@@ -11,6 +11,7 @@
 #include "io/atomic_file.h"
 #include "io/hf_checkpoint.h"
 #include "io/safetensors.h"
+#include "model/quantize_model.h"
 
 namespace llmtune {
 
@@ -70,10 +71,13 @@ struct ParamSpec {
 struct Builder {
   Model& m;
   std::vector<ParamSpec> specs;
+  bool allocate = true;  // false: shapes only (filled one by one by the loader / streaming paths)
 
   Param* add(const std::string& name, Shape shape) {
     specs.push_back({name, shape});
-    return &m.add_param(name, Tensor::zeros(shape));
+    Tensor t;
+    t.shape = shape;
+    return &m.add_param(name, allocate ? Tensor::zeros(shape) : t);
   }
   void linear(LinearModule& l, const std::string& module, int64_t in, int64_t out, bool bias, bool conv1d) {
     l.name = module;
@@ -89,9 +93,9 @@ struct Builder {
   }
 };
 
-void build(Model& m) {
+void build(Model& m, bool allocate = true) {
   const ModelConfig& c = m.cfg;
-  Builder b{m, {}};
+  Builder b{m, {}, allocate};
   const int64_t E = c.hidden_size, V = c.vocab_size, I = c.intermediate_size;
   const bool ln_bias = c.norm == NormKind::LayerNorm;
   m.blocks.resize(size_t(c.num_layers));
@@ -174,18 +178,29 @@ std::string file_name_for(const ModelConfig& cfg, const std::string& name) {
 std::vector<std::pair<std::string, Shape>> expected_tensors(const ModelConfig& cfg) {
   Model m;
   m.cfg = cfg;
-  build(m);
+  build(m, false);  // shapes only: the preflight asks this of 70B-sized configs
   std::vector<std::pair<std::string, Shape>> out;
   for (auto& p : m.params) out.push_back({file_name_for(cfg, p.name), p.value.shape});
   return out;
 }
 
-Model load_model(const std::string& dir) {
+Model model_skeleton(const ModelConfig& cfg) {
+  Model m;
+  m.cfg = cfg;
+  build(m, false);
+  return m;
+}
+
+Model load_model(const std::string& dir, const ParamLoadedFn& on_loaded) {
   Model m;
   m.cfg = load_model_config(dir);
   m.source_dir = dir;
-  build(m);
+  build(m, false);  // no zero-filled copies: each value is read straight from the checkpoint
   CheckpointFiles ck = open_checkpoint(dir);
+  if (m.cfg.raw.contains("quantization_config")) {  // a bitsandbytes-serialized k-bit folder
+    load_bnb_quantized_weights(m, ck);
+    return m;
+  }
   const std::string arch_name = m.cfg.architecture.empty() ? m.cfg.model_type : m.cfg.architecture;
   for (auto& p : m.params) {
     std::string fname = file_name_for(m.cfg, p.name);
@@ -201,6 +216,7 @@ Model load_model(const std::string& dir) {
       fail(dir, ": tensor '", found, "' has shape ", shape_str(t.shape), " but config.json implies ",
            shape_str(p.value.shape));
     p.value = std::move(t);
+    if (on_loaded) on_loaded(m, p);
   }
   return m;
 }
@@ -228,10 +244,18 @@ Model random_model(const ModelConfig& cfg, uint64_t seed, float std) {
 void save_model(const Model& m, const std::string& dir) {
   std::filesystem::create_directories(dir);
   std::vector<std::pair<std::string, Tensor>> tensors;
-  for (auto& p : m.params) tensors.push_back({file_name_for(m.cfg, p.name), p.value});
+  std::map<const Param*, const LinearModule*> quantized;  // k-bit weights are saved dequantized (f32)
+  for (auto& b : m.blocks)
+    for (const LinearModule* l : const_cast<Block&>(b).linears())
+      if (l->quantized()) quantized[l->weight] = l;
+  for (auto& p : m.params) {
+    auto q = quantized.find(&p);
+    tensors.push_back({file_name_for(m.cfg, p.name), q == quantized.end() ? p.value : dequantized_weight(*q->second)});
+  }
   write_safetensors(dir + "/model.safetensors", tensors, {{"format", "pt"}});
   nlohmann::json cfg = m.cfg.raw;
   cfg["torch_dtype"] = "float32";
+  cfg.erase("quantization_config");  // the weights written here are plain f32
   write_file_atomic(dir + "/config.json", cfg.dump(2) + "\n");
 }
 

@@ -3,6 +3,7 @@
 // computation lives in decoder.cpp (training forward/backward) and generate.cpp (KV-cache inference).
 #pragma once
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -11,6 +12,7 @@
 #include "core/rng.h"
 #include "core/tensor.h"
 #include "kernels/linear.h"
+#include "kernels/linear_quant.h"
 #include "kernels/rope.h"
 #include "model/config.h"
 
@@ -44,6 +46,12 @@ struct LinearModule {
   int64_t in = 0, out = 0;
   bool transposed = false;  // weight stored [in, out] (GPT-2 Conv1D)
   LoraBranch lora;
+  // k-bit frozen base (model/quantize_model.h): when set, the weight is stored NF4/FP4 or int8 here,
+  // weight->value is released (shape kept, no data) and the weight never trains.
+  std::shared_ptr<const Quant4Weight> q4;
+  std::shared_ptr<const Int8Weight> q8;
+  QuantMatmulOptions qopt;  // bnb_4bit_compute_dtype: tiles dequantized to f32 or bf16
+  bool quantized() const { return q4 || q8; }
 
   WeightView view() const { return WeightView{weight->value.data, weight->value.dtype, transposed}; }
 };
@@ -89,12 +97,18 @@ struct Model {
 
 // Loads config.json + safetensors weights (single file or sharded) from a HF folder, validating
 // every tensor's presence and shape. Weights are converted to f32.
-Model load_model(const std::string& dir);
+// A folder whose config.json has a bitsandbytes "quantization_config" loads as a k-bit model
+// (model/quantize_model.h). on_loaded runs on each parameter right after it is read (quantizing while
+// loading keeps the peak at one f32 tensor).
+using ParamLoadedFn = std::function<void(Model&, Param&)>;
+Model load_model(const std::string& dir, const ParamLoadedFn& on_loaded = {});
+// The model's structure with every Param shaped but unallocated (streaming constructors).
+Model model_skeleton(const ModelConfig& cfg);
 // A randomly initialised model (N(0, std) weights, unit norms, zero biases) for tests and benches.
 Model random_model(const ModelConfig& cfg, uint64_t seed, float std = 0.02f);
 // The names of all tensors a checkpoint of this config holds, with shapes, in HF file naming.
 std::vector<std::pair<std::string, Shape>> expected_tensors(const ModelConfig& cfg);
-// Saves the model's weights (merged, f32) as a HF folder: config.json + model.safetensors.
+// Saves the model's weights (merged, f32; k-bit weights dequantized) as a HF folder: config.json + model.safetensors.
 void save_model(const Model& m, const std::string& dir);
 
 // Hugging Face file name ↔ in-memory name (GPT-2 files drop the "transformer." prefix).

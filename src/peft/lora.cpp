@@ -8,6 +8,7 @@
 
 #include "core/error.h"
 #include "peft/target_match.h"
+#include "model/quantize_model.h"
 
 namespace llmtune {
 
@@ -254,6 +255,9 @@ void merge_lora(Model& m) {
   if (!m.adapters_enabled) fail("merge_lora: adapters are disabled; enable them before merging");
   for (LinearModule* l : lora_modules(m)) {
     if (l->lora.merged) continue;
+    // A k-bit base is dequantized to f32 first (exact, no requantization): the merged module keeps
+    // the adapter's full contribution and is an ordinary f32 linear from then on.
+    dequantize_module(*l);
     apply_delta(*l, +1.f);
     l->lora.merged = true;
   }

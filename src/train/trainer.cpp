@@ -138,10 +138,11 @@ WindowLoss accumulate_window_gradients(Model& m, Workspace& ws, std::span<const 
 }
 
 StepResult train_step_on_window(Model& m, Workspace& ws, std::span<const Batch> window, Optimizer& opt, double lr,
-                                double max_grad_norm, Rng* dropout_rng) {
+                                double max_grad_norm, Rng* dropout_rng, const WindowLossFn& window_loss) {
   StepResult r;
   m.zero_grads();
-  r.window = accumulate_window_gradients(m, ws, window, dropout_rng);
+  r.window = window_loss ? window_loss(m, ws, window, dropout_rng)
+                         : accumulate_window_gradients(m, ws, window, dropout_rng);
   r.grad_norm = clip_grad_norm(m, max_grad_norm);
   r.learning_rate = lr;
   opt.step(lr);
@@ -268,6 +269,7 @@ Trainer::Trainer(Model& model_in, const DataLoader& loader, const std::vector<Sa
   oc.eps = a.adam_epsilon;
   oc.momentum = a.sgd_momentum;
   optimizer = make_optimizer(model, oc);
+  ws.gradient_checkpointing = a.gradient_checkpointing;
   scheduler.kind = parse_scheduler_name(a.lr_scheduler_type);
   scheduler.base_lr = a.learning_rate;
   scheduler.num_training_steps = max_steps;
@@ -451,15 +453,24 @@ void Trainer::resume_from(const std::string& dir) {
 json Trainer::evaluate() {
   LLMTUNE_CHECK(eval_loader.has_value(), "evaluate(): no evaluation data was given");
   const double t0 = now_seconds();
-  const EvalLoss e = evaluate_loss(model, ws, *eval_loader);
+  json entry;
+  int64_t samples = 0, batches = eval_loader->num_batches_per_epoch();
+  if (hooks.eval_metrics) {
+    entry = hooks.eval_metrics(model, ws, *eval_loader);
+    LLMTUNE_CHECK(entry.is_object() && entry.contains("eval_loss"), "Trainer: eval_metrics must return eval_loss");
+    for (const Sample& s : eval_loader->samples) samples += s.ids.empty() ? 0 : 1;
+  } else {
+    const EvalLoss e = evaluate_loss(model, ws, *eval_loader);
+    entry = {{"eval_loss", e.loss}, {"perplexity", std::exp(e.loss)}};
+    samples = e.samples;
+    batches = e.batches;
+  }
   const double runtime = std::max(now_seconds() - t0, 1e-9);
-  json entry = {{"eval_loss", e.loss},
-                {"perplexity", std::exp(e.loss)},
-                {"eval_runtime", round_to(runtime, 4)},
-                {"eval_samples_per_second", round_to(double(e.samples) / runtime, 3)},
-                {"eval_steps_per_second", round_to(double(e.batches) / runtime, 3)},
-                {"epoch", state.epoch},
-                {"step", state.global_step}};
+  entry["eval_runtime"] = round_to(runtime, 4);
+  entry["eval_samples_per_second"] = round_to(double(samples) / runtime, 3);
+  entry["eval_steps_per_second"] = round_to(double(batches) / runtime, 3);
+  entry["epoch"] = state.epoch;
+  entry["step"] = state.global_step;
   emit("eval", entry);
   return entry;
 }
@@ -500,7 +511,7 @@ json Trainer::train() {
       for (int64_t i = mw.begin; i < mw.end; i++) window.push_back(batch_in_order(train_loader, order, i));
 
       const StepResult r = train_step_on_window(model, ws, window, optimizer, scheduler.current_lr(),
-                                                args.max_grad_norm, &dropout_rng);
+                                                args.max_grad_norm, &dropout_rng, hooks.window_loss);
       scheduler.step();
       state.global_step++;
       state.epoch = epoch_after_micro_step(epoch, mw.end - 1, len_dl);

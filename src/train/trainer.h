@@ -80,6 +80,7 @@ struct TrainingArguments {
   std::optional<int64_t> save_total_limit;  // unset: keep every checkpoint
   uint64_t seed = 42;                 // seeds the Trainer's dropout RNG (seed ^ const; shuffling uses the DataLoader's seed)
   std::string optim = "adamw_torch";
+  bool gradient_checkpointing = false;  // keep block inputs only; recompute each block in backward
   std::string resume_from_checkpoint;  // "" (or "false") | "true" (latest in output_dir) | a checkpoint folder
   bool overwrite_output_dir = false;
 };
@@ -108,6 +109,12 @@ struct WindowLoss {
 // predicted token in the window nothing is run. dropout_rng non-null = training mode (LoRA dropout).
 WindowLoss accumulate_window_gradients(Model& m, Workspace& ws, std::span<const Batch> window, Rng* dropout_rng);
 
+// A pluggable window loss (TrainerHooks::window_loss): the same contract as
+// accumulate_window_gradients — run forward + loss + backward over the window, ACCUMULATING the gradient
+// of the window's mean loss, and return the sum and divisor (`tokens` = whatever the mean is over: tokens
+// for the LM loss, rows or pairs for a classifier / reward model). dropout_rng non-null = training mode.
+using WindowLossFn = std::function<WindowLoss(Model& m, Workspace& ws, std::span<const Batch> window, Rng* dropout_rng)>;
+
 struct StepResult {
   WindowLoss window;
   double grad_norm = 0.0;  // pre-clip
@@ -115,9 +122,10 @@ struct StepResult {
 };
 
 // Zeroes the gradients, accumulates the window's, clips to max_grad_norm, applies one optimizer
-// step with learning rate `lr`, and zeroes the gradients again.
+// step with learning rate `lr`, and zeroes the gradients again. An empty window_loss = the LM loss
+// (accumulate_window_gradients).
 StepResult train_step_on_window(Model& m, Workspace& ws, std::span<const Batch> window, Optimizer& opt, double lr,
-                                double max_grad_norm, Rng* dropout_rng);
+                                double max_grad_norm, Rng* dropout_rng, const WindowLossFn& window_loss = {});
 
 struct EvalLoss {
   double loss = 0.0;  // sample-weighted mean of per-batch token means (NaN if no batch had a token)
@@ -149,6 +157,12 @@ struct TrainerHooks {
   // Identifies the model (config + trainable names/shapes); a checkpoint with another fingerprint is
   // refused on resume. Empty → model_fingerprint(model).
   std::string model_fingerprint;
+  // The training loss of one accumulation window (see WindowLossFn). Empty → the causal-LM loss.
+  WindowLossFn window_loss;
+  // The evaluation metrics over the eval loader (epoch 0, in order, no dropout): an object that must
+  // hold "eval_loss" and may add more ("eval_accuracy", ...); the Trainer adds runtime/epoch/step.
+  // Empty → evaluate_loss (eval_loss + perplexity).
+  std::function<nlohmann::json(Model& m, Workspace& ws, const DataLoader& loader)> eval_metrics;
 };
 
 // Architecture fields of the config plus every trainable parameter's name and shape, one per line.

@@ -103,9 +103,14 @@ TEST(Optimizer, NamesAliasesAndErrors) {
   std::string e = error_of([] { parse_optimizer_name("lion"); });
   EXPECT_NE(e.find("unknown optim 'lion'"), std::string::npos) << e;
   EXPECT_NE(e.find("adamw_torch, adamw, adamw_hf, adamw_torch_fused, sgd"), std::string::npos) << e;
-  e = error_of([] { parse_optimizer_name("adamw_8bit"); });
-  EXPECT_NE(e.find("not available yet"), std::string::npos) << e;
-  e = error_of([] { parse_optimizer_name("paged_adamw_8bit"); });
+  EXPECT_EQ(parse_optimizer_name("adamw_8bit"), OptimizerKind::AdamW8bit);
+  EXPECT_EQ(parse_optimizer_name("adamw_bnb_8bit"), OptimizerKind::AdamW8bit);
+  EXPECT_EQ(parse_optimizer_name("paged_adamw_8bit"), OptimizerKind::AdamW8bit);
+  EXPECT_EQ(parse_optimizer_name("paged_adamw_32bit"), OptimizerKind::AdamW);
+  EXPECT_NE(optimizer_note("paged_adamw_8bit").find("paged optimizers have no meaning on CPU"), std::string::npos);
+  EXPECT_NE(optimizer_note("paged_adamw_32bit").find("without paging"), std::string::npos);
+  EXPECT_TRUE(optimizer_note("adamw_8bit").empty());
+  e = error_of([] { parse_optimizer_name("lion_8bit"); });
   EXPECT_NE(e.find("not available yet"), std::string::npos) << e;
 }
 

@@ -1,0 +1,176 @@
+// `llmtune dpo`: Direct Preference Optimization (TRL DPOTrainer) on {"prompt","chosen","rejected"} JSONL —
+// LoRA by default (the reference is the same weights with the adapters off), freeze/full keep a frozen
+// reference copy. Same training options as `llmtune train`, plus beta / loss_type / label_smoothing.
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+
+#include <nlohmann/json.hpp>
+
+#include "cli/commands.h"
+#include "cli/progress.h"
+#include "cli/train_options.h"
+#include "core/error.h"
+#include "core/sysinfo.h"
+#include "core/threads.h"
+#include "io/json_file.h"
+#include "model/memory_estimate.h"
+#include "peft/adapter_io.h"
+#include "peft/freeze.h"
+#include "peft/lora.h"
+#include "report/report.h"
+#include "rl/dpo_trainer.h"
+#include "tokenizer/tokenizer.h"
+
+namespace fs = std::filesystem;
+
+namespace llmtune::cli {
+
+namespace {
+
+int run(const ResolvedOptions& o) {
+  set_num_threads(int(o.get_int("num_threads")));
+  TrainPlan plan = resolve_train_plan(o);
+  const std::string out_dir = plan.args.output_dir;
+  if (plan.task_type == "SEQ_CLS") fail("dpo trains a causal LM: drop --task / --task_type SEQ_CLS");
+  if (plan.quant.enabled()) fail("dpo: --load_in_4bit / --load_in_8bit are not supported by dpo yet");
+  if (!plan.args.resume_from_checkpoint.empty())
+    fail("dpo: --resume_from_checkpoint is not supported yet (checkpoints hold weights, optimizer and schedule)");
+  if (!plan.args.overwrite_output_dir && fs::exists(out_dir + "/metrics.jsonl"))
+    fail(out_dir, " already holds a run (metrics.jsonl): choose another --output_dir or pass --overwrite_output_dir");
+
+  std::printf("llmtune dpo — resolved configuration:\n%s\n", o.to_json().dump(2).c_str());
+  std::fflush(stdout);
+  Model m = load_model(plan.model_dir);
+  Tokenizer tok = Tokenizer::load(plan.model_dir);
+  TokenIds tids{tok.bos_id(), tok.eos_id(), tok.pad_id()};
+  EncodeFn enc = [&](std::string_view s, bool special) { return tok.encode(s, special); };
+  const int64_t max_length = std::min<int64_t>(plan.max_seq_length, m.cfg.max_position_embeddings);
+  rl::PreferencePairs train = rl::load_preference_pairs(plan.train_file, enc, tids, max_length);
+  std::printf("train pairs: %s — %zu pairs (%lld truncated, %lld dropped: prompt >= max_length %lld)\n",
+              plan.train_file.c_str(), train.pairs.size(), (long long)train.num_truncated,
+              (long long)train.num_dropped, (long long)max_length);
+  rl::PreferencePairs eval;
+  if (!plan.eval_file.empty()) {
+    eval = rl::load_preference_pairs(plan.eval_file, enc, tids, max_length);
+    std::printf("eval pairs:  %s — %zu pairs\n", plan.eval_file.c_str(), eval.pairs.size());
+  }
+
+  // What trains, and what the reference is.
+  LoraConfig lora;
+  std::unique_ptr<Model> ref;
+  Rng init_rng(plan.args.seed);
+  if (plan.method == "lora") {
+    lora = apply_lora(m, plan.lora, init_rng);
+    std::printf("LoRA: r=%lld, lora_alpha=%g, targets %s; reference = the same weights with adapters off\n",
+                (long long)lora.r, lora.lora_alpha, lora.target_modules.describe().c_str());
+  } else {
+    std::printf("%s\n", apply_freeze_policy(m, plan.freeze).c_str());
+    ref = std::make_unique<Model>(load_model(plan.model_dir));  // frozen reference copy
+    std::printf("reference: a frozen copy of %s\n", plan.model_dir.c_str());
+  }
+  std::printf("%s\n", trainable_parameters_string(m).c_str());
+
+  rl::DpoArgs a;
+  a.output_dir = out_dir;
+  a.loss.loss_type = rl::dpo_loss_type_from_name(o.get_string("loss_type"));
+  a.loss.beta = o.get_float("beta");
+  a.loss.label_smoothing = o.get_float("label_smoothing");
+  if (a.loss.label_smoothing != 0 && a.loss.loss_type != rl::DpoLossType::sigmoid)
+    fail("--label_smoothing applies to --loss_type sigmoid only");
+  const TrainingArguments& t = plan.args;
+  a.num_train_epochs = t.num_train_epochs;
+  a.max_steps = t.max_steps;
+  a.per_device_train_batch_size = t.per_device_train_batch_size;
+  a.per_device_eval_batch_size = t.per_device_eval_batch_size;
+  a.gradient_accumulation_steps = t.gradient_accumulation_steps;
+  a.learning_rate = t.learning_rate;
+  a.weight_decay = t.weight_decay;
+  a.adam_beta1 = t.adam_beta1;
+  a.adam_beta2 = t.adam_beta2;
+  a.adam_epsilon = t.adam_epsilon;
+  a.optim = t.optim;
+  a.max_grad_norm = t.max_grad_norm;
+  a.lr_scheduler_type = t.lr_scheduler_type;
+  a.warmup_ratio = t.warmup_ratio;
+  a.warmup_steps = t.warmup_steps;
+  a.logging_steps = std::max<int64_t>(1, int64_t(t.logging_steps));
+  a.eval_steps = t.eval_steps ? int64_t(*t.eval_steps) : 0;
+  a.save_steps = int64_t(t.save_steps);
+  a.seed = t.seed;
+
+  if (t.overwrite_output_dir && fs::exists(out_dir)) {
+    for (const auto& e : fs::directory_iterator(out_dir))
+      if (e.path().filename().string().rfind("checkpoint-", 0) == 0) fs::remove_all(e.path());
+    fs::remove(out_dir + "/metrics.jsonl");
+  }
+  fs::create_directories(out_dir);
+  write_json_file(out_dir + "/run_config.json", o.to_json());
+
+  auto save_model_to = [&](const std::string& dir) {
+    if (plan.method == "lora") {
+      save_adapter(m, lora, dir);
+    } else {
+      save_model(m, dir);
+    }
+  };
+  std::unique_ptr<Progress> progress;
+  rl::DpoHooks hooks;
+  hooks.save_model = save_model_to;
+  hooks.on_log = [&](const nlohmann::json& e) {
+    const std::string type = e.value("type", "");
+    std::string line;
+    if (type == "train")
+      line = cat("step ", e.value("step", 0), " | loss ", e.value("loss", 0.0), " | lr ", e.value("learning_rate", 0.0),
+                 " | rewards/chosen ", e.value("rewards/chosen", 0.0), " | rewards/rejected ",
+                 e.value("rewards/rejected", 0.0), " | accuracy ", e.value("rewards/accuracies", 0.0), " | margin ",
+                 e.value("rewards/margins", 0.0));
+    else if (type == "eval")
+      line = cat("eval @ step ", e.value("step", 0), " | eval_loss ", e.value("eval_loss", 0.0),
+                 " | rewards/accuracies ", e.value("eval_rewards/accuracies", 0.0), " | policy accuracy ",
+                 e.value("eval_policy_accuracy", 0.0), " | margin ", e.value("eval_rewards/margins", 0.0));
+    if (line.empty()) return;
+    if (progress) progress->log_line(line);
+    else std::printf("%s\n", line.c_str());
+    try {
+      write_report(out_dir);
+    } catch (const Error& err) {
+      std::printf("warning: report not updated: %s\n", err.what());
+    }
+  };
+  int64_t shown_max = 0;
+  hooks.on_step = [&](int64_t step, int64_t max_steps, double loss) {
+    if (!progress) {
+      shown_max = max_steps;
+      progress = std::make_unique<Progress>(max_steps, stdout);
+    }
+    progress->update(step, {{"loss", loss}});
+  };
+  const double t0 = now_seconds();
+  rl::DpoTrainResult r = rl::dpo_train(m, ref.get(), train.pairs, eval.pairs, a, hooks);
+  if (progress) progress->finish();
+  (void)shown_max;
+  save_model_to(out_dir);
+  write_report(out_dir);
+  std::printf("done in %.1f s: %lld steps, train_loss %.4f, peak RSS %s\n%s written to %s/ — report: %s/report.html\n",
+              now_seconds() - t0, (long long)r.steps, r.train_loss, format_bytes(peak_rss_bytes()).c_str(),
+              plan.method == "lora" ? "adapter" : "model", out_dir.c_str(), out_dir.c_str());
+  return 0;
+}
+
+}  // namespace
+
+Command dpo_command() {
+  CommandSpec s;
+  s.name = "dpo";
+  s.summary = "Direct Preference Optimization on {prompt, chosen, rejected} JSONL (TRL DPOTrainer)";
+  add_train_options(s);
+  for (auto& opt : s.options)  // TRL DPOConfig defaults where they differ from TrainingArguments
+    if (opt.name == "learning_rate") opt.default_value = 1e-6;
+  s.add_float("beta", 0.1, "DPO temperature β (deviation from the reference)").min = 0.0;
+  s.add_string("loss_type", std::string("sigmoid"), "sigmoid | hinge | ipo").choices = {"sigmoid", "hinge", "ipo"};
+  s.add_float("label_smoothing", 0.0, "conservative DPO ε (sigmoid only)").min = 0.0;
+  return {s, run};
+}
+
+}  // namespace llmtune::cli

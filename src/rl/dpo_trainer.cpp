@@ -1,0 +1,365 @@
+// DPO: preference pairs → cached reference log-probs → steps of (forward 2B rows, dpo_loss, weighted
+// backward, clip, optimizer, schedule), logging TRL's rewards/* metrics to metrics.jsonl.
+#include "rl/dpo_trainer.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <numeric>
+
+#include "core/error.h"
+#include "core/rng.h"
+#include "core/sysinfo.h"
+#include "io/atomic_file.h"
+#include "io/json_file.h"
+#include "peft/lora.h"
+#include "train/clip.h"
+#include "train/optimizer.h"
+#include "train/scheduler.h"
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace llmtune::rl {
+
+namespace {
+
+std::string text_field(const json& row, const char* key, std::string_view name, int64_t line, bool required) {
+  auto it = row.find(key);
+  if (it == row.end() || it->is_null()) {
+    if (required) fail(name, ":", line, ": missing field '", key, "' (DPO rows are {\"prompt\",\"chosen\",\"rejected\"})");
+    return "";
+  }
+  if (!it->is_string()) fail(name, ":", line, ": field '", key, "' must be a string, got ", it->type_name());
+  return it->get<std::string>();
+}
+
+}  // namespace
+
+PreferencePairs parse_preference_pairs(std::string_view content, std::string_view name, const EncodeFn& encode,
+                                       const TokenIds& ids, int64_t max_length, bool add_special_tokens) {
+  if (max_length < 2) fail(name, ": max_length must be at least 2, got ", max_length);
+  PreferencePairs out;
+  int64_t line = 0;
+  size_t start = 0;
+  while (start <= content.size()) {
+    size_t end = content.find('\n', start);
+    if (end == std::string_view::npos) end = content.size();
+    std::string_view text = content.substr(start, end - start);
+    start = end + 1;
+    ++line;
+    if (text.find_first_not_of(" \t\r") == std::string_view::npos) {
+      if (end == content.size()) break;
+      continue;
+    }
+    json row;
+    try {
+      row = json::parse(text);
+    } catch (const json::exception& e) {
+      fail(name, ":", line, ": not valid JSON (", e.what(), ")");
+    }
+    if (!row.is_object()) fail(name, ":", line, ": each line must be a JSON object");
+    const std::string prompt = text_field(row, "prompt", name, line, false);
+    const std::string chosen = text_field(row, "chosen", name, line, true);
+    const std::string rejected = text_field(row, "rejected", name, line, true);
+    std::vector<int32_t> p = encode(prompt, add_special_tokens);
+    if (p.empty())
+      fail(name, ":", line, ": the prompt tokenises to nothing and the tokenizer adds no BOS: DPO needs at least "
+           "one prompt token to predict the completion from");
+    if (int64_t(p.size()) >= max_length) {  // TRL drops rows whose prompt fills max_length
+      ++out.num_dropped;
+      continue;
+    }
+    PreferencePair pair;
+    pair.line = line;
+    bool truncated = false;
+    auto make = [&](const std::string& completion, ScoredSeq& seq) {
+      std::vector<int32_t> c = encode(completion, false);
+      if (ids.eos >= 0 && (c.empty() || c.back() != ids.eos)) c.push_back(ids.eos);
+      if (c.empty()) fail(name, ":", line, ": a completion is empty and the tokenizer has no EOS to score");
+      seq.ids = p;
+      seq.ids.insert(seq.ids.end(), c.begin(), c.end());
+      seq.prompt_len = int64_t(p.size());
+      if (int64_t(seq.ids.size()) > max_length) {
+        seq.ids.resize(static_cast<size_t>(max_length));
+        truncated = true;
+      }
+    };
+    make(chosen, pair.chosen);
+    make(rejected, pair.rejected);
+    out.num_truncated += truncated;
+    out.pairs.push_back(std::move(pair));
+    if (end == content.size()) break;
+  }
+  if (out.pairs.empty()) fail(name, ": no usable preference pairs (", out.num_dropped, " dropped as too long)");
+  return out;
+}
+
+PreferencePairs load_preference_pairs(const std::string& path, const EncodeFn& encode, const TokenIds& ids,
+                                      int64_t max_length, bool add_special_tokens) {
+  return parse_preference_pairs(read_file(path), path, encode, ids, max_length, add_special_tokens);
+}
+
+namespace {
+
+// Rows [chosen of pairs idx..., rejected of pairs idx...] (TRL's concatenated batch).
+PackedBatch pack_pairs(const Model& m, const std::vector<PreferencePair>& pairs, std::span<const int64_t> idx) {
+  std::vector<ScoredSeq> rows;
+  rows.reserve(idx.size() * 2);
+  for (int64_t i : idx) rows.push_back(pairs[size_t(i)].chosen);
+  for (int64_t i : idx) rows.push_back(pairs[size_t(i)].rejected);
+  return pack_sequences(rows, m, "DPO batch");
+}
+
+}  // namespace
+
+RefLogps sequence_logps(Model& m, const std::vector<PreferencePair>& pairs, int64_t batch_pairs) {
+  RefLogps out;
+  Workspace ws;
+  const int64_t n = int64_t(pairs.size());
+  batch_pairs = std::max<int64_t>(batch_pairs, 1);
+  for (int64_t b0 = 0; b0 < n; b0 += batch_pairs) {
+    std::vector<int64_t> idx(size_t(std::min(batch_pairs, n - b0)));
+    std::iota(idx.begin(), idx.end(), b0);
+    PackedBatch pb = pack_pairs(m, pairs, idx);
+    std::vector<float> lp = forward_token_logps(m, ws, pb, nullptr);
+    std::vector<float> sums = completion_sums(pb, lp);
+    const size_t k = idx.size();
+    out.chosen.insert(out.chosen.end(), sums.begin(), sums.begin() + long(k));
+    out.rejected.insert(out.rejected.end(), sums.begin() + long(k), sums.end());
+  }
+  return out;
+}
+
+RefLogps reference_logps(Model& policy, Model* ref, const std::vector<PreferencePair>& pairs, int64_t batch_pairs) {
+  if (ref) return sequence_logps(*ref, pairs, batch_pairs);
+  const bool was = policy.adapters_enabled;
+  set_adapters_enabled(policy, false);
+  RefLogps out;
+  try {
+    out = sequence_logps(policy, pairs, batch_pairs);
+  } catch (...) {
+    set_adapters_enabled(policy, was);
+    throw;
+  }
+  set_adapters_enabled(policy, was);
+  return out;
+}
+
+json DpoEval::to_json(int64_t step) const {
+  return json{{"type", "eval"},
+              {"step", step},
+              {"eval_loss", loss},
+              {"eval_rewards/chosen", reward_chosen},
+              {"eval_rewards/rejected", reward_rejected},
+              {"eval_rewards/accuracies", accuracy},
+              {"eval_rewards/margins", margin},
+              {"eval_policy_accuracy", policy_accuracy}};
+}
+
+namespace {
+
+std::vector<int64_t> lens_of(const PackedBatch& pb, size_t from, size_t count) {
+  return {pb.completion_len.begin() + long(from), pb.completion_len.begin() + long(from + count)};
+}
+
+double mean_of(const std::vector<double>& v) {
+  return v.empty() ? 0.0 : std::accumulate(v.begin(), v.end(), 0.0) / double(v.size());
+}
+
+}  // namespace
+
+DpoEval dpo_evaluate(Model& policy, const std::vector<PreferencePair>& pairs, const RefLogps& ref,
+                     const DpoOptions& opt, int64_t batch_pairs) {
+  RefLogps pol = sequence_logps(policy, pairs, batch_pairs);
+  std::vector<int64_t> cl, rl;
+  for (const auto& p : pairs) {
+    cl.push_back(int64_t(p.chosen.ids.size()) - p.chosen.prompt_len);
+    rl.push_back(int64_t(p.rejected.ids.size()) - p.rejected.prompt_len);
+  }
+  DpoBatch b{pol.chosen, pol.rejected, ref.chosen, ref.rejected, cl, rl};
+  rl::DpoResult r = dpo_loss(opt, b);
+  DpoEval e;
+  e.loss = r.mean_loss;
+  e.accuracy = mean_of(r.accuracies);
+  e.margin = mean_of(r.margins);
+  e.reward_chosen = mean_of(r.rewards_chosen);
+  e.reward_rejected = mean_of(r.rewards_rejected);
+  double pa = 0;
+  for (size_t i = 0; i < pairs.size(); i++) pa += pol.chosen[i] > pol.rejected[i];
+  e.policy_accuracy = pairs.empty() ? 0 : pa / double(pairs.size());
+  return e;
+}
+
+DpoTrainResult dpo_train(Model& policy, Model* ref, const std::vector<PreferencePair>& train_pairs,
+                    const std::vector<PreferencePair>& eval_pairs, const DpoArgs& args, const DpoHooks& hooks) {
+  const double t0 = now_seconds();
+  if (train_pairs.empty()) fail("dpo: the training set has no pairs");
+  if (args.per_device_train_batch_size < 1) fail("per_device_train_batch_size must be >= 1");
+  if (args.gradient_accumulation_steps < 1) fail("gradient_accumulation_steps must be >= 1");
+  if (args.loss.beta <= 0) fail("beta must be > 0, got ", args.loss.beta);
+  const int64_t n = int64_t(train_pairs.size());
+  const int64_t bs = args.per_device_train_batch_size, ga = args.gradient_accumulation_steps;
+  const int64_t micro_per_epoch = (n + bs - 1) / bs;
+  const int64_t steps_per_epoch = std::max<int64_t>(micro_per_epoch / ga, 1);
+  const int64_t max_steps =
+      args.max_steps > 0 ? args.max_steps : int64_t(std::ceil(args.num_train_epochs * double(steps_per_epoch)));
+  if (max_steps < 1) fail("dpo: nothing to train (max_steps / num_train_epochs give 0 steps)");
+
+  policy.sync_grad_buffers();
+  policy.zero_grads();
+  OptimizerConfig oc;
+  oc.kind = parse_optimizer_name(args.optim);
+  oc.weight_decay = args.weight_decay;
+  oc.beta1 = args.adam_beta1;
+  oc.beta2 = args.adam_beta2;
+  oc.eps = args.adam_epsilon;
+  Optimizer opt = make_optimizer(policy, oc);
+  if (opt.states.empty()) fail("dpo: the model has no trainable parameters (use lora, freeze or full)");
+  LrScheduler sched;
+  sched.kind = parse_scheduler_name(args.lr_scheduler_type);
+  sched.base_lr = args.learning_rate;
+  sched.num_training_steps = max_steps;
+  sched.warmup_steps = resolve_warmup_steps(args.warmup_steps, args.warmup_ratio, max_steps);
+
+  // Reference log-probs, once (before any update, so they are the base model's).
+  const RefLogps ref_train = reference_logps(policy, ref, train_pairs, args.per_device_eval_batch_size);
+  RefLogps ref_eval;
+  if (!eval_pairs.empty()) ref_eval = reference_logps(policy, ref, eval_pairs, args.per_device_eval_batch_size);
+
+  DpoTrainResult result;
+  std::unique_ptr<std::FILE, int (*)(std::FILE*)> metrics(nullptr, &std::fclose);
+  if (!args.output_dir.empty()) {
+    fs::create_directories(args.output_dir);
+    metrics.reset(std::fopen((args.output_dir + "/metrics.jsonl").c_str(), "w"));
+    if (!metrics) fail(args.output_dir, "/metrics.jsonl: cannot write");
+  }
+  auto emit = [&](json e) {
+    if (metrics) {
+      std::fprintf(metrics.get(), "%s\n", e.dump().c_str());
+      std::fflush(metrics.get());
+    }
+    result.log_history.push_back(e);
+    if (hooks.on_log) hooks.on_log(e);
+  };
+  auto run_eval = [&](int64_t step) {
+    if (eval_pairs.empty()) return;
+    emit(dpo_evaluate(policy, eval_pairs, ref_eval, args.loss, args.per_device_eval_batch_size).to_json(step));
+  };
+  auto save_checkpoint = [&](int64_t step) {
+    if (args.output_dir.empty() || !hooks.save_model) return;
+    const std::string dir = args.output_dir + "/checkpoint-" + std::to_string(step);
+    write_dir_atomic(dir, [&](const std::string& tmp) {
+      hooks.save_model(tmp);
+      save_optimizer_state(opt, tmp + "/optimizer.safetensors");
+      write_json_file(tmp + "/scheduler.json", sched.to_json());
+    });
+  };
+
+  run_eval(0);
+  Rng shuffle_rng(args.seed);
+  Rng dropout_rng(args.seed ^ 0x5eedd0d0ULL);
+  std::vector<int64_t> order;
+  int64_t cursor = micro_per_epoch;  // forces a shuffle at the start
+  int64_t epoch = -1;
+  Workspace ws;
+  struct Acc {
+    double loss = 0, rc = 0, rr = 0, acc = 0, margin = 0, lpc = 0, lpr = 0, gn = 0;
+    int64_t steps = 0;
+  } acc;
+  double total_loss = 0;
+
+  for (int64_t step = 1; step <= max_steps; step++) {
+    const double lr = sched.current_lr();
+    double step_loss = 0;
+    Acc s;
+    for (int64_t micro = 0; micro < ga; micro++) {
+      if (cursor >= micro_per_epoch) {
+        ++epoch;
+        order.resize(static_cast<size_t>(n));
+        std::iota(order.begin(), order.end(), 0);
+        for (int64_t i = n - 1; i > 0; i--) std::swap(order[size_t(i)], order[size_t(shuffle_rng.below(uint64_t(i + 1)))]);
+        cursor = 0;
+      }
+      const int64_t b0 = cursor * bs;
+      std::span<const int64_t> idx(order.data() + b0, size_t(std::min(bs, n - b0)));
+      ++cursor;
+      const size_t k = idx.size();
+      PackedBatch pb = pack_pairs(policy, train_pairs, idx);
+      std::vector<float> lp = forward_token_logps(policy, ws, pb, &dropout_rng);
+      std::vector<float> sums = completion_sums(pb, lp);
+      std::vector<float> rc, rr;
+      for (int64_t i : idx) {
+        rc.push_back(ref_train.chosen[size_t(i)]);
+        rr.push_back(ref_train.rejected[size_t(i)]);
+      }
+      std::vector<int64_t> cl = lens_of(pb, 0, k), rl = lens_of(pb, k, k);
+      DpoBatch db{std::span<const float>(sums.data(), k), std::span<const float>(sums.data() + k, k), rc, rr, cl, rl};
+      rl::DpoResult r = dpo_loss(args.loss, db);
+      if (!std::isfinite(r.mean_loss))
+        fail("dpo: the loss became ", r.mean_loss, " at step ", step,
+             " (log-probs diverged): lower learning_rate or beta; no checkpoint was written for this step");
+      // dL/dlogp of every completion token of a row = dL/d(its sum) (ipo's 1/len is inside), / GA.
+      std::vector<float> dlogp(lp.size(), 0.f);
+      for (size_t row = 0; row < 2 * k; row++) {
+        const double d = (row < k ? r.d_policy_chosen[row] : r.d_policy_rejected[row - k]) / double(ga);
+        for (int64_t j = 0; j < pb.completion_len[row]; j++) dlogp[size_t(pb.pos(int64_t(row), j))] = float(d);
+      }
+      backward_token_weights(policy, ws, pb, dlogp, &dropout_rng);
+      step_loss += r.mean_loss / double(ga);
+      s.rc += mean_of(r.rewards_chosen) / double(ga);
+      s.rr += mean_of(r.rewards_rejected) / double(ga);
+      s.acc += mean_of(r.accuracies) / double(ga);
+      s.margin += mean_of(r.margins) / double(ga);
+      s.lpc += std::accumulate(sums.begin(), sums.begin() + long(k), 0.0) / double(k) / double(ga);
+      s.lpr += std::accumulate(sums.begin() + long(k), sums.end(), 0.0) / double(k) / double(ga);
+    }
+    const double gn = args.max_grad_norm > 0 ? clip_grad_norm(policy, args.max_grad_norm) : global_grad_norm(policy);
+    opt.step(lr);
+    sched.step();
+    policy.zero_grads();
+    total_loss += step_loss;
+    acc.loss += step_loss;
+    acc.rc += s.rc;
+    acc.rr += s.rr;
+    acc.acc += s.acc;
+    acc.margin += s.margin;
+    acc.lpc += s.lpc;
+    acc.lpr += s.lpr;
+    acc.gn += gn;
+    acc.steps++;
+    if (hooks.on_step) hooks.on_step(step, max_steps, step_loss);
+    const bool last = step == max_steps;
+    if ((args.logging_steps > 0 && step % args.logging_steps == 0) || last) {
+      const double c = double(acc.steps);
+      emit(json{{"type", "train"},
+                {"step", step},
+                {"epoch", double(epoch) + double(cursor) / double(micro_per_epoch)},
+                {"loss", acc.loss / c},
+                {"learning_rate", lr},
+                {"grad_norm", acc.gn / c},
+                {"rewards/chosen", acc.rc / c},
+                {"rewards/rejected", acc.rr / c},
+                {"rewards/accuracies", acc.acc / c},
+                {"rewards/margins", acc.margin / c},
+                {"logps/chosen", acc.lpc / c},
+                {"logps/rejected", acc.lpr / c},
+                {"elapsed_seconds", now_seconds() - t0}});
+      acc = Acc{};
+    }
+    if ((args.eval_steps > 0 && step % args.eval_steps == 0) || last) run_eval(step);
+    if (args.save_steps > 0 && step % args.save_steps == 0 && !last) save_checkpoint(step);
+  }
+  result.steps = max_steps;
+  result.train_loss = total_loss / double(max_steps);
+  result.runtime_s = now_seconds() - t0;
+  emit(json{{"type", "summary"},
+            {"step", max_steps},
+            {"train_loss", result.train_loss},
+            {"train_runtime", result.runtime_s},
+            {"peak_rss_bytes", peak_rss_bytes()}});
+  return result;
+}
+
+}  // namespace llmtune::rl

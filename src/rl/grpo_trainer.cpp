@@ -1,0 +1,231 @@
+// GRPO loop: sample G completions per prompt, score them, group-normalise, and take one clipped-objective
+// step (grpo_math) through the per-token-weighted backward of policy_logp.
+#include "rl/grpo_trainer.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <numeric>
+
+#include "core/error.h"
+#include "core/rng.h"
+#include "core/sysinfo.h"
+#include "io/atomic_file.h"
+#include "model/generate.h"
+#include "peft/lora.h"
+#include "rl/policy_logp.h"
+#include "train/clip.h"
+#include "train/optimizer.h"
+#include "train/scheduler.h"
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace llmtune::rl {
+
+std::vector<PromptRow> parse_prompt_rows(std::string_view content, std::string_view name, const EncodeFn& encode,
+                                         int64_t context, int64_t max_new_tokens) {
+  std::vector<PromptRow> rows;
+  int64_t line = 0;
+  size_t start = 0;
+  while (start < content.size()) {
+    size_t end = content.find('\n', start);
+    if (end == std::string_view::npos) end = content.size();
+    std::string_view text = content.substr(start, end - start);
+    start = end + 1;
+    ++line;
+    if (text.find_first_not_of(" \t\r") == std::string_view::npos) continue;
+    json j;
+    try {
+      j = json::parse(text);
+    } catch (const json::exception& e) {
+      fail(name, ":", line, ": not valid JSON (", e.what(), ")");
+    }
+    if (!j.is_object() || !j.contains("prompt") || !j["prompt"].is_string())
+      fail(name, ":", line, ": each line must be an object with a string field 'prompt'");
+    PromptRow r;
+    r.line = line;
+    r.prompt = j["prompt"].get<std::string>();
+    if (j.contains("answer")) {
+      if (j["answer"].is_string()) r.answer = j["answer"].get<std::string>();
+      else if (j["answer"].is_number()) r.answer = j["answer"].dump();
+      else fail(name, ":", line, ": field 'answer' must be a string or a number");
+    }
+    r.ids = encode(r.prompt, true);
+    if (r.ids.empty()) fail(name, ":", line, ": the prompt tokenises to nothing (and no BOS): nothing to generate from");
+    if (context > 0 && int64_t(r.ids.size()) + max_new_tokens > context)
+      fail(name, ":", line, ": the prompt is ", r.ids.size(), " tokens; with max_new_tokens ", max_new_tokens,
+           " it exceeds the model's context of ", context, " tokens: shorten the prompt or max_new_tokens");
+    rows.push_back(std::move(r));
+  }
+  if (rows.empty()) fail(name, ": no prompts");
+  return rows;
+}
+
+std::vector<PromptRow> load_prompt_rows(const std::string& path, const EncodeFn& encode, int64_t context,
+                                        int64_t max_new_tokens) {
+  return parse_prompt_rows(read_file(path), path, encode, context, max_new_tokens);
+}
+
+GrpoTrainResult grpo_train(Model& policy, Model* ref, const std::vector<PromptRow>& prompts,
+                           const std::vector<RewardSpec>& rewards, const GrpoArgs& args, const GrpoHooks& hooks) {
+  const double t0 = now_seconds();
+  const int64_t G = args.num_generations, P = args.prompts_per_step;
+  if (G < 2) fail("num_generations must be >= 2 (a group of one has no relative advantage)");
+  if (P < 1) fail("prompts_per_step must be >= 1");
+  if (args.max_new_tokens < 1) fail("max_new_tokens must be >= 1");
+  if (args.max_steps < 1) fail("max_steps must be >= 1");
+  if (!hooks.decode) fail("grpo_train: a decode hook is required");
+
+  policy.sync_grad_buffers();
+  policy.zero_grads();
+  OptimizerConfig oc;
+  oc.kind = parse_optimizer_name(args.optim);
+  oc.weight_decay = args.weight_decay;
+  Optimizer opt = make_optimizer(policy, oc);
+  if (opt.states.empty()) fail("grpo: the model has no trainable parameters (use lora, freeze or full)");
+  LrScheduler sched;
+  sched.kind = parse_scheduler_name(args.lr_scheduler_type);
+  sched.base_lr = args.learning_rate;
+  sched.num_training_steps = args.max_steps;
+  sched.warmup_steps = args.warmup_steps;
+
+  GrpoTrainResult result;
+  std::unique_ptr<std::FILE, int (*)(std::FILE*)> metrics(nullptr, &std::fclose);
+  if (!args.output_dir.empty()) {
+    fs::create_directories(args.output_dir);
+    metrics.reset(std::fopen((args.output_dir + "/metrics.jsonl").c_str(), "w"));
+    if (!metrics) fail(args.output_dir, "/metrics.jsonl: cannot write");
+  }
+  auto emit = [&](json e) {
+    if (metrics) {
+      std::fprintf(metrics.get(), "%s\n", e.dump().c_str());
+      std::fflush(metrics.get());
+    }
+    result.log_history.push_back(e);
+    if (hooks.on_log) hooks.on_log(e);
+  };
+
+  Rng order_rng(args.seed);
+  Rng dropout_rng(args.seed ^ 0x9e3779b97f4a7c15ULL);
+  std::vector<int64_t> order;
+  size_t cursor = 0;
+  Workspace ws, ws_ref;
+  GrpoLossOptions lo = args.loss;
+  lo.max_completion_length = args.max_new_tokens;
+  lo.gradient_accumulation_steps = 1;
+
+  for (int64_t step = 1; step <= args.max_steps; step++) {
+    const double lr = sched.current_lr();
+    // Prompts of this step (reshuffled each pass over the data).
+    std::vector<const PromptRow*> batch;
+    while (int64_t(batch.size()) < P) {
+      if (cursor >= order.size()) {
+        order.resize(prompts.size());
+        std::iota(order.begin(), order.end(), 0);
+        for (size_t i = order.size() - 1; i > 0; i--) std::swap(order[i], order[size_t(order_rng.below(i + 1))]);
+        cursor = 0;
+      }
+      batch.push_back(&prompts[size_t(order[cursor++])]);
+    }
+    std::vector<std::vector<int32_t>> gen_prompts;
+    for (const PromptRow* p : batch)
+      for (int64_t g = 0; g < G; g++) gen_prompts.push_back(p->ids);
+    GenerateOptions go;
+    go.max_new_tokens = args.max_new_tokens;
+    go.sampling.do_sample = true;
+    go.sampling.temperature = args.temperature;
+    go.sampling.top_k = args.top_k;
+    go.sampling.top_p = args.top_p;
+    go.seed = args.seed * 1000003ULL + uint64_t(step);
+    go.eos_ids = args.eos_ids;
+    std::vector<std::vector<int32_t>> completions = generate(policy, gen_prompts, go);
+
+    std::vector<RewardInput> rin;
+    std::vector<ScoredSeq> seqs;
+    int64_t Tc = 1;
+    for (size_t i = 0; i < completions.size(); i++) {
+      const PromptRow* p = batch[i / size_t(G)];
+      rin.push_back({p->prompt, hooks.decode(completions[i]), p->answer});
+      ScoredSeq s;
+      s.ids = p->ids;
+      s.ids.insert(s.ids.end(), completions[i].begin(), completions[i].end());
+      s.prompt_len = int64_t(p->ids.size());
+      seqs.push_back(std::move(s));
+      Tc = std::max<int64_t>(Tc, int64_t(completions[i].size()));
+    }
+    const std::vector<float> r = compute_rewards(rewards, rin);
+    const GrpoAdvantages adv = grpo_advantages(r, G, args.scale_rewards);
+
+    const PackedBatch pb = pack_sequences(seqs, policy, "GRPO batch");
+    const int64_t B = pb.B;
+    auto to_completion_layout = [&](const std::vector<float>& full) {
+      std::vector<float> c(size_t(B * Tc), 0.f);
+      for (int64_t b = 0; b < B; b++)
+        for (int64_t j = 0; j < pb.completion_len[size_t(b)]; j++) c[size_t(b * Tc + j)] = full[size_t(pb.pos(b, j))];
+      return c;
+    };
+    std::vector<float> ref_c;
+    if (lo.beta != 0) {
+      std::vector<float> ref_full;
+      if (ref) {
+        ref_full = forward_token_logps(*ref, ws_ref, pb, nullptr, args.temperature);
+      } else {
+        set_adapters_enabled(policy, false);
+        try {
+          ref_full = forward_token_logps(policy, ws_ref, pb, nullptr, args.temperature);
+        } catch (...) {
+          set_adapters_enabled(policy, true);
+          throw;
+        }
+        set_adapters_enabled(policy, true);
+      }
+      ref_c = to_completion_layout(ref_full);
+    }
+    const std::vector<float> logp = forward_token_logps(policy, ws, pb, &dropout_rng, args.temperature);
+    const std::vector<float> logp_c = to_completion_layout(logp);
+    std::vector<uint8_t> mask(size_t(B * Tc), 0);
+    int64_t tokens = 0;
+    for (int64_t b = 0; b < B; b++)
+      for (int64_t j = 0; j < pb.completion_len[size_t(b)]; j++, tokens++) mask[size_t(b * Tc + j)] = 1;
+    std::vector<float> d_c(size_t(B * Tc), 0.f);
+    GrpoLossStats st = grpo_loss(lo, logp_c, {}, ref_c, adv.advantages, mask, B, Tc, d_c);
+    if (!std::isfinite(st.loss)) fail("grpo: the loss became ", st.loss, " at step ", step, ": lower learning_rate");
+    std::vector<float> d_full(logp.size(), 0.f);
+    for (int64_t b = 0; b < B; b++)
+      for (int64_t j = 0; j < pb.completion_len[size_t(b)]; j++) d_full[size_t(pb.pos(b, j))] = d_c[size_t(b * Tc + j)];
+    backward_token_weights(policy, ws, pb, d_full, &dropout_rng, args.temperature);
+    const double gn = args.max_grad_norm > 0 ? clip_grad_norm(policy, args.max_grad_norm) : global_grad_norm(policy);
+    opt.step(lr);
+    sched.step();
+    policy.zero_grads();
+
+    double mean = 0, var = 0;
+    for (float x : r) mean += x;
+    mean /= double(r.size());
+    for (float x : r) var += (x - mean) * (x - mean);
+    var /= double(std::max<size_t>(r.size() - 1, 1));
+    result.reward_mean.push_back(mean);
+    if (step % std::max<int64_t>(args.logging_steps, 1) == 0 || step == args.max_steps)
+      emit(json{{"type", "train"},
+                {"step", step},
+                {"loss", st.loss},
+                {"learning_rate", lr},
+                {"grad_norm", gn},
+                {"reward", mean},
+                {"reward_std", std::sqrt(var)},
+                {"kl", st.mean_kl},
+                {"clip_ratio/region_mean", st.region_clip},
+                {"completions/mean_length", double(tokens) / double(B)},
+                {"elapsed_seconds", now_seconds() - t0}});
+  }
+  result.runtime_s = now_seconds() - t0;
+  emit(json{{"type", "summary"},
+            {"step", args.max_steps},
+            {"train_runtime", result.runtime_s},
+            {"peak_rss_bytes", peak_rss_bytes()}});
+  return result;
+}
+
+}  // namespace llmtune::rl
