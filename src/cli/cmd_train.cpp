@@ -128,7 +128,7 @@ int run(const ResolvedOptions& o) {
   }
   Tokenizer tok = Tokenizer::load(plan.model_dir);
   TokenIds tids{tok.bos_id(), tok.eos_id(), tok.pad_id()};
-  if (std::string note = pad_token_note(tids); !note.empty()) std::printf("note: %s\n", note.c_str());
+  if (std::string note = pad_token_note(tids); !note.empty()) std::printf("%s\n", note.c_str());
 
   // Data.
   EncodeFn enc = [&](std::string_view s, bool special) { return tok.encode(s, special); };
