@@ -195,19 +195,7 @@ int run(const ResolvedOptions& o) {
   };
   TrainerHooks hooks;
   hooks.save_model = save_model_to;
-  hooks.load_model_weights = [&](const std::string& dir) {
-    if (plan.method == "lora") {
-      remove_lora(m);
-      load_adapter(m, dir, true);
-    } else {
-      Model loaded = load_model(dir);
-      for (auto& p : m.params) {
-        Param* q = loaded.find(p.name);
-        if (!q || q->value.shape != p.value.shape) fail(dir, ": checkpoint does not hold parameter ", p.name);
-        std::memcpy(p.value.data, q->value.data, p.value.nbytes());
-      }
-    }
-  };
+  hooks.load_model_weights = [&](const std::string& dir) { load_trained_weights(m, plan.method == "lora", dir); };
   bool wrote_config = false;
   int64_t last_eval_step = -1;
   double last_eval_loss = NAN;

@@ -203,19 +203,7 @@ int run_seqcls_train(const ResolvedOptions& o, const TrainPlan& plan) {
   };
   TrainerHooks hooks;
   hooks.save_model = save_model_to;
-  hooks.load_model_weights = [&](const std::string& dir) {
-    if (plan.method == "lora") {
-      remove_lora(m);
-      load_adapter(m, dir, true);
-    } else {
-      Model loaded = load_model(dir);
-      for (auto& p : m.params) {
-        Param* q = loaded.find(p.name);
-        if (!q || q->value.shape != p.value.shape) fail(dir, ": checkpoint does not hold parameter ", p.name);
-        std::memcpy(p.value.data, q->value.data, p.value.nbytes());
-      }
-    }
-  };
+  hooks.load_model_weights = [&](const std::string& dir) { load_trained_weights(m, plan.method == "lora", dir); };
   if (reward) {
     hooks.window_loss = reward_window_loss(pad_id);
     hooks.eval_metrics = reward_eval_entry;

@@ -4,7 +4,12 @@
 #include <cstdio>
 #include <filesystem>
 
+#include <cstring>
+
 #include "core/error.h"
+#include "peft/adapter_io.h"
+#include "io/safetensors.h"
+#include "peft/lora.h"
 #include "train/optimizer.h"
 #include "train/scheduler.h"
 
@@ -16,6 +21,32 @@ std::string resolve_bundled_path(const std::string& path) {
   if (path.empty() || fs::path(path).is_absolute() || fs::exists(path)) return path;
   fs::path bundled = fs::path(LLMTUNE_SOURCE_DIR) / path;
   return fs::exists(bundled) ? bundled.string() : path;
+}
+
+void load_trained_weights(Model& m, bool lora, const std::string& dir) {
+  if (lora) {
+    // Copy the values into the existing adapter params: the optimizer holds pointers to them, so the
+    // adapter must not be removed and re-created.
+    const std::string path = dir + "/adapter_model.safetensors";
+    SafetensorsFile f = open_safetensors(path);
+    for (auto& p : m.params) {
+      if (!p.trainable) continue;
+      const std::string key = peft_key(p.name);
+      if (!f.has(key)) fail(path, ": the checkpoint has no tensor '", key, "' for this run's adapter");
+      Tensor t = f.get_f32(key);
+      if (t.shape != p.value.shape)
+        fail(path, ": tensor '", key, "' has shape ", shape_str(t.shape), " but this run's adapter needs ",
+             shape_str(p.value.shape));
+      std::memcpy(p.value.data, t.data, p.value.nbytes());
+    }
+    return;
+  }
+  Model loaded = load_model(dir);
+  for (auto& p : m.params) {
+    Param* q = loaded.find(p.name);
+    if (!q || q->value.shape != p.value.shape) fail(dir, ": checkpoint does not hold parameter ", p.name);
+    std::memcpy(p.value.data, q->value.data, p.value.nbytes());
+  }
 }
 
 std::string default_config_path() { return std::string(LLMTUNE_SOURCE_DIR) + "/configs/default.yaml"; }

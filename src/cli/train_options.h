@@ -6,6 +6,7 @@
 
 #include "cli/options.h"
 #include "data/dataset.h"
+#include "model/model.h"
 #include "model/quantize_model.h"
 #include "peft/freeze.h"
 #include "peft/lora_config.h"
@@ -37,5 +38,7 @@ TrainPlan resolve_train_plan(const ResolvedOptions& o);
 // tree (the bundled model and data) resolves there, so the main job runs from any folder.
 std::string resolve_bundled_path(const std::string& path);
 std::string default_config_path();
+// Loads what a checkpoint's save_model wrote back into `m`: the adapter (lora) or every parameter.
+void load_trained_weights(Model& m, bool lora, const std::string& dir);
 
 }  // namespace llmtune::cli
