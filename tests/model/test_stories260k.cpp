@@ -23,7 +23,15 @@ namespace {
 const std::string kModelDir = LLMTUNE_SOURCE_DIR "/models/stories260K";
 const std::string kReference = LLMTUNE_TEST_DATA "/stories260K/reference_greedy_200.json";
 // The original llama2.c files live in the shared data folder, outside the repo (see models/stories260K/README.md).
-const std::string kSharedDir = "/work/shared/data/models/stories260K";
+// The original llama2.c files live in the project's shared/ folder, beside the checkout (CI) or at
+// /work/shared (development machines); they are not copied into the repo.
+std::string shared_stories_dir() {
+  for (std::string d : {std::string(LLMTUNE_SOURCE_DIR) + "/../shared/data/models/stories260K",
+                        std::string("/work/shared/data/models/stories260K")})
+    if (std::filesystem::exists(d + "/stories260K.bin")) return d;
+  return "/work/shared/data/models/stories260K";
+}
+const std::string kSharedDir = shared_stories_dir();
 
 nlohmann::json load_reference() { return nlohmann::json::parse(read_file(kReference)); }
 
