@@ -1,5 +1,6 @@
 // DPO: preference pairs → cached reference log-probs → steps of (forward 2B rows, dpo_loss, weighted
 // backward, clip, optimizer, schedule), logging TRL's rewards/* metrics to metrics.jsonl.
+#include "rl/metrics_log.h"
 #include "rl/dpo_trainer.h"
 
 #include <algorithm>
@@ -229,20 +230,8 @@ DpoTrainResult dpo_train(Model& policy, Model* ref, const std::vector<Preference
   if (!eval_pairs.empty()) ref_eval = reference_logps(policy, ref, eval_pairs, args.per_device_eval_batch_size);
 
   DpoTrainResult result;
-  std::unique_ptr<std::FILE, int (*)(std::FILE*)> metrics(nullptr, &std::fclose);
-  if (!args.output_dir.empty()) {
-    fs::create_directories(args.output_dir);
-    metrics.reset(std::fopen((args.output_dir + "/metrics.jsonl").c_str(), "w"));
-    if (!metrics) fail(args.output_dir, "/metrics.jsonl: cannot write");
-  }
-  auto emit = [&](json e) {
-    if (metrics) {
-      std::fprintf(metrics.get(), "%s\n", e.dump().c_str());
-      std::fflush(metrics.get());
-    }
-    result.log_history.push_back(e);
-    if (hooks.on_log) hooks.on_log(e);
-  };
+  MetricsLog metrics(args.output_dir, result.log_history, hooks.on_log);
+  auto emit = [&](const json& e) { metrics.emit(e); };
   auto run_eval = [&](int64_t step) {
     if (eval_pairs.empty()) return;
     emit(dpo_evaluate(policy, eval_pairs, ref_eval, args.loss, args.per_device_eval_batch_size).to_json(step));

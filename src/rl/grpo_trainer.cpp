@@ -1,5 +1,6 @@
 // GRPO loop: sample G completions per prompt, score them, group-normalise, and take one clipped-objective
 // step (grpo_math) through the per-token-weighted backward of policy_logp.
+#include "rl/metrics_log.h"
 #include "rl/grpo_trainer.h"
 
 #include <algorithm>
@@ -92,20 +93,8 @@ GrpoTrainResult grpo_train(Model& policy, Model* ref, const std::vector<PromptRo
   sched.warmup_steps = args.warmup_steps;
 
   GrpoTrainResult result;
-  std::unique_ptr<std::FILE, int (*)(std::FILE*)> metrics(nullptr, &std::fclose);
-  if (!args.output_dir.empty()) {
-    fs::create_directories(args.output_dir);
-    metrics.reset(std::fopen((args.output_dir + "/metrics.jsonl").c_str(), "w"));
-    if (!metrics) fail(args.output_dir, "/metrics.jsonl: cannot write");
-  }
-  auto emit = [&](json e) {
-    if (metrics) {
-      std::fprintf(metrics.get(), "%s\n", e.dump().c_str());
-      std::fflush(metrics.get());
-    }
-    result.log_history.push_back(e);
-    if (hooks.on_log) hooks.on_log(e);
-  };
+  MetricsLog metrics(args.output_dir, result.log_history, hooks.on_log);
+  auto emit = [&](const json& e) { metrics.emit(e); };
 
   Rng order_rng(args.seed);
   Rng dropout_rng(args.seed ^ 0x9e3779b97f4a7c15ULL);
