@@ -3,7 +3,10 @@
 // seq 512, gradient checkpointing on, LoRA r 16 on all linears. Each mode runs in its own forked
 // process so that its peak RSS (VmHWM) is its own. The QLoRA model is quantized layer by layer as it
 // is created (random_model_quantized): the 4.4 GB f32 model never exists.
-// Usage: bench_qlora_memory [--mode lora|qlora|both] [--layers N] [--seq T] [--steps S] [--bf16]
+// --shape llama2-7b uses the Llama-2-7B shape (hidden 4096, 32 layers, 32 heads, intermediate 11008) for the
+// "one training step under 8 GiB" check. Each result also prints the memory preflight's estimate.
+// Usage: bench_qlora_memory [--shape tinyllama|llama2-7b] [--mode lora|qlora|both] [--layers N] [--seq T]
+//                           [--steps S] [--bf16]
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -31,11 +34,26 @@ namespace {
 
 struct Args {
   std::string mode = "both";
-  int64_t layers = 22, seq = 512, steps = 2;
+  std::string shape = "tinyllama";
+  int64_t layers = -1, seq = 512, steps = 2;  // layers -1: the shape's own
   bool bf16 = false;
 };
 
-ModelConfig tinyllama_config(int64_t layers) {
+ModelConfig bench_config(const std::string& shape, int64_t layers) {
+  if (shape == "llama2-7b") {
+    nlohmann::json j = nlohmann::json::parse(R"({
+    "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 4096,
+    "num_attention_heads": 32, "num_key_value_heads": 32, "intermediate_size": 11008, "vocab_size": 32000,
+    "max_position_embeddings": 4096, "rms_norm_eps": 1e-5, "hidden_act": "silu", "rope_theta": 10000.0,
+    "tie_word_embeddings": false, "bos_token_id": 1, "eos_token_id": 2})");
+    j["num_hidden_layers"] = layers < 0 ? 32 : layers;
+    return parse_model_config(j, "llama-2-7b-shaped/config.json");
+  }
+  if (shape != "tinyllama") {
+    std::fprintf(stderr, "--shape must be tinyllama or llama2-7b\n");
+    std::exit(2);
+  }
+  if (layers < 0) layers = 22;
   nlohmann::json j = nlohmann::json::parse(R"({
     "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 2048,
     "num_attention_heads": 32, "num_key_value_heads": 4, "intermediate_size": 5632, "vocab_size": 32000,
@@ -47,7 +65,7 @@ ModelConfig tinyllama_config(int64_t layers) {
 
 int run_mode(const Args& a, bool qlora) {
   const double t0 = now_seconds();
-  ModelConfig cfg = tinyllama_config(a.layers);
+  ModelConfig cfg = bench_config(a.shape, a.layers);
   QuantizeOptions q;
   q.load_in_4bit = true;
   q.bnb_4bit_quant_type = Quant4Type::NF4;
@@ -91,7 +109,19 @@ int run_mode(const Args& a, bool qlora) {
   // The first step includes first-touch page faults; report the best.
   double best = step_s.empty() ? 0 : *std::min_element(step_s.begin(), step_s.end());
   nlohmann::json out;
+  TrainingMemoryOptions mo;
+  mo.B = B;
+  mo.T = T;
+  mo.gradient_checkpointing = true;
+  mo.load_in_4bit = qlora;
+  mo.double_quant = qlora;
+  int64_t trainable = 0;
+  for (const auto& p : m.params)
+    if (p.trainable) trainable += p.value.numel();
+  const MemoryEstimate est = estimate_training(cfg, trainable, trainable, mo);
+  out["shape"] = a.shape;
   out["mode"] = qlora ? "qlora-nf4-dq" : "lora-f32";
+  out["preflight_estimate"] = format_bytes(est.total());
   out["layers"] = a.layers;
   out["seq"] = T;
   out["compute"] = a.bf16 ? "bfloat16" : "float32";
@@ -123,12 +153,13 @@ int main(int argc, char** argv) {
       return argv[++i];
     };
     if (k == "--mode") a.mode = next();
+    else if (k == "--shape") a.shape = next();
     else if (k == "--layers") a.layers = std::atoll(next().c_str());
     else if (k == "--seq") a.seq = std::atoll(next().c_str());
     else if (k == "--steps") a.steps = std::atoll(next().c_str());
     else if (k == "--bf16") a.bf16 = true;
     else {
-      std::fprintf(stderr, "usage: %s [--mode lora|qlora|both] [--layers N] [--seq T] [--steps S] [--bf16]\n", argv[0]);
+      std::fprintf(stderr, "usage: %s [--shape tinyllama|llama2-7b] [--mode lora|qlora|both] [--layers N] [--seq T] [--steps S] [--bf16]\n", argv[0]);
       return 2;
     }
   }
