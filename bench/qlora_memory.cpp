@@ -122,7 +122,7 @@ int run_mode(const Args& a, bool qlora) {
   out["shape"] = a.shape;
   out["mode"] = qlora ? "qlora-nf4-dq" : "lora-f32";
   out["preflight_estimate"] = format_bytes(est.total());
-  out["layers"] = a.layers;
+  out["layers"] = cfg.num_layers;
   out["seq"] = T;
   out["compute"] = a.bf16 ? "bfloat16" : "float32";
   out["build_s"] = t_build;
