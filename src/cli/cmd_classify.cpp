@@ -1,12 +1,16 @@
 // `llmtune classify --model DIR [--adapter DIR] (--text S | --file F.jsonl)`: one JSON line per input with
-// the predicted label and every class probability (a reward model prints its reward). Also the
-// classifier metrics of `llmtune eval` (accuracy, macro-F1, per-class counts, confusion matrix; pairwise
-// accuracy and mean margin for a reward model).
+// the predicted label and every class probability (a regression head prints its score, a reward model its
+// reward). Also the classifier metrics of `llmtune eval` (accuracy, macro-F1, per-class counts, confusion
+// matrix; MSE / RMSE / MAE / Pearson r for regression; pairwise accuracy and mean margin for a reward
+// model), printed as a readable report followed by one JSON line.
 #include "cli/cmd_classify.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <sstream>
+#include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -52,6 +56,77 @@ std::vector<std::string> input_texts(const ResolvedOptions& o) {
   return out;
 }
 
+// True when the first non-blank row of a JSONL file is a preference pair ({"chosen", ...}).
+bool first_row_is_preference(const std::string& path) {
+  std::istringstream in(read_file(path));
+  for (std::string line; std::getline(in, line);) {
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    const nlohmann::json row = nlohmann::json::parse(line, nullptr, false);
+    return row.is_object() && row.contains("chosen");
+  }
+  return false;
+}
+
+std::string fixed(double v, int digits = 4) {
+  if (!std::isfinite(v)) return "n/a";
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.*f", digits, v);
+  return buf;
+}
+std::string num_or_na(const nlohmann::json& v) { return v.is_number() ? fixed(v.get<double>()) : "n/a"; }
+
+// Right-aligns each column of `rows` (first column left-aligned).
+std::string table(const std::vector<std::vector<std::string>>& rows) {
+  std::vector<size_t> width;
+  for (auto& r : rows)
+    for (size_t c = 0; c < r.size(); c++) {
+      if (width.size() <= c) width.push_back(0);
+      width[c] = std::max(width[c], r[c].size());
+    }
+  std::string out;
+  for (auto& r : rows) {
+    std::string line = "  ";
+    for (size_t c = 0; c < r.size(); c++) {
+      const std::string pad(width[c] - r[c].size(), ' ');
+      line += c == 0 ? r[c] + pad : "  " + pad + r[c];
+    }
+    out += line + "\n";
+  }
+  return out;
+}
+
+// Human-readable accuracy / macro-F1 / per-class counts / confusion matrix from classification_metrics().
+std::string classification_report(const nlohmann::json& j, const std::string& data) {
+  std::string out = cat("classification eval: ", data, " — ", j["samples"].get<int64_t>(), " samples, ",
+                        j["per_class"].size(), " labels\n");
+  out += cat("accuracy ", fixed(j["accuracy"].get<double>()), "   macro-F1 ", fixed(j["macro_f1"].get<double>()),
+             "   loss ", num_or_na(j["loss"]), "\n\nper class:\n");
+  std::vector<std::vector<std::string>> rows = {{"label", "support", "predicted", "correct", "precision", "recall", "f1"}};
+  std::vector<std::string> names;
+  for (auto& c : j["per_class"]) {
+    names.push_back(c["label"].get<std::string>());
+    rows.push_back({names.back(), cat(c["support"].get<int64_t>()), cat(c["predicted"].get<int64_t>()),
+                    cat(c["correct"].get<int64_t>()), fixed(c["precision"].get<double>()),
+                    fixed(c["recall"].get<double>()), fixed(c["f1"].get<double>())});
+  }
+  out += table(rows);
+  out += "\nconfusion matrix (rows = true label, columns = predicted):\n";
+  rows = {{""}};
+  for (auto& n : names) rows[0].push_back(n);
+  for (size_t r = 0; r < names.size(); r++) {
+    rows.push_back({names[r]});
+    for (auto& v : j["confusion_matrix"][r]) rows.back().push_back(cat(v.get<int64_t>()));
+  }
+  return out + table(rows);
+}
+
+std::string regression_report(const nlohmann::json& j, const std::string& data) {
+  return cat("regression eval: ", data, " — ", j["samples"].get<int64_t>(), " samples\n", "mse ", num_or_na(j["mse"]),
+             "   rmse ", num_or_na(j["rmse"]), "   mae ", num_or_na(j["mae"]), "   pearson r ", num_or_na(j["pearson_r"]),
+             "\n", "targets: mean ", num_or_na(j["target_mean"]), ", std ", num_or_na(j["target_std"]),
+             " (predicting the mean everywhere would give mse ", num_or_na(j["baseline_mse"]), ")\n");
+}
+
 int run_classify(const ResolvedOptions& o) {
   set_num_threads(int(o.get_int("num_threads")));
   LoadedClassifier lc = load_classifier(o.get_string("model"), adapter_of(o));
@@ -77,8 +152,10 @@ int run_classify(const ResolvedOptions& o) {
       const float* z = logits.data() + i * size_t(L);
       nlohmann::json j;
       j["text"] = texts[start + i];
-      if (lc.task == "reward" || L == 1) {
+      if (lc.task == "reward") {
         j["reward"] = z[0];
+      } else if (lc.task == "regression") {
+        j["score"] = z[0];  // the regression head's output (HF: logits[:, 0])
       } else {
         double mx = z[0];
         for (int64_t l = 1; l < L; l++) mx = std::max(mx, double(z[l]));
@@ -115,8 +192,11 @@ int run_classifier_eval(const ResolvedOptions& o) {
   lo.shuffle = false;
   lo.pad_id = resolve_pad_id(tids);
   Workspace ws;
+  // A one-output folder from elsewhere (no seq_cls_config.json) may be a reward model: preference rows say so.
+  std::string task = lc.task;
+  if (!lc.task_recorded && task == "regression" && first_row_is_preference(data)) task = "reward";
   nlohmann::json j;
-  if (lc.task == "reward") {
+  if (task == "reward") {
     PreferenceOptions po;
     po.max_length = o.get_int("max_seq_length");
     PreferenceDataset ds = load_preference_dataset(data, enc, tids, po);
@@ -124,6 +204,19 @@ int run_classifier_eval(const ResolvedOptions& o) {
     const RewardEval e = evaluate_reward(m, ws, loader);
     j = {{"task", "reward"}, {"pairs", e.pairs}, {"pairwise_accuracy", e.accuracy}, {"mean_margin", e.mean_margin},
          {"loss", e.loss}};
+    std::printf("reward model eval: %s — %lld pairs\n", data.c_str(), (long long)e.pairs);
+    std::printf("pairwise accuracy %.4f (share of pairs with r_chosen > r_rejected)   mean margin %.4f   "
+                "Bradley-Terry loss %.4f\n",
+                e.accuracy, e.mean_margin, e.loss);
+  } else if (task == "regression") {
+    ClassificationOptions co;
+    co.max_length = o.get_int("max_seq_length");
+    co.regression = true;
+    ClassificationDataset ds = load_classification_dataset(data, enc, tids, co);
+    DataLoader loader(classification_samples(ds), lo);
+    j = regression_metrics(evaluate_regression(m, ws, loader));
+    j["task"] = "regression";
+    std::printf("%s", regression_report(j, data).c_str());
   } else {
     ClassificationOptions co;
     co.max_length = o.get_int("max_seq_length");
@@ -133,7 +226,9 @@ int run_classifier_eval(const ResolvedOptions& o) {
     DataLoader loader(classification_samples(ds), lo);
     j = classification_metrics(evaluate_classification(m, ws, loader), m.cfg.id2label);
     j["task"] = "classification";
+    std::printf("%s", classification_report(j, data).c_str());
   }
+  // The last line is the same metrics as one JSON object, for scripts (`| tail -n 1`).
   std::printf("%s\n", j.dump().c_str());
   return 0;
 }

@@ -20,6 +20,7 @@
 #include "peft/lora.h"
 #include "report/report.h"
 #include "rl/dpo_trainer.h"
+#include "rl/rl_checkpoint.h"
 #include "tokenizer/tokenizer.h"
 
 namespace fs = std::filesystem;
@@ -28,16 +29,25 @@ namespace llmtune::cli {
 
 namespace {
 
+// Full / freeze runs write a model folder: give it the tokenizer too, so generate / eval can use it.
+void copy_tokenizer_files(const std::string& from, const std::string& to) {
+  for (const char* f : {"tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json"}) {
+    const fs::path src = fs::path(from) / f;
+    if (fs::exists(src)) fs::copy_file(src, fs::path(to) / f, fs::copy_options::overwrite_existing);
+  }
+}
+
 int run(const ResolvedOptions& o) {
   set_num_threads(int(o.get_int("num_threads")));
   TrainPlan plan = resolve_train_plan(o);
   const std::string out_dir = plan.args.output_dir;
   if (plan.task_type == "SEQ_CLS") fail("dpo trains a causal LM: drop --task / --task_type SEQ_CLS");
   if (plan.quant.enabled()) fail("dpo: --load_in_4bit / --load_in_8bit are not supported by dpo yet");
-  if (!plan.args.resume_from_checkpoint.empty())
-    fail("dpo: --resume_from_checkpoint is not supported yet (checkpoints hold weights, optimizer and schedule)");
-  if (!plan.args.overwrite_output_dir && fs::exists(out_dir + "/metrics.jsonl"))
-    fail(out_dir, " already holds a run (metrics.jsonl): choose another --output_dir or pass --overwrite_output_dir");
+  rl::RlCheckpointOptions ck;
+  ck.output_dir = out_dir;
+  ck.resume_from_checkpoint = plan.args.resume_from_checkpoint;
+  ck.overwrite_output_dir = plan.args.overwrite_output_dir;
+  rl::check_rl_output_dir(ck);  // before anything loads: another run's output_dir fails at once
 
   std::printf("llmtune dpo — resolved configuration:\n%s\n", o.to_json().dump(2).c_str());
   std::fflush(stdout);
@@ -96,14 +106,12 @@ int run(const ResolvedOptions& o) {
   a.warmup_steps = t.warmup_steps;
   a.logging_steps = std::max<int64_t>(1, int64_t(t.logging_steps));
   a.eval_steps = t.eval_steps ? int64_t(*t.eval_steps) : 0;
-  a.save_steps = int64_t(t.save_steps);
+  a.save_steps = t.save_steps;
+  a.save_total_limit = t.save_total_limit;
+  a.resume_from_checkpoint = t.resume_from_checkpoint;
+  a.overwrite_output_dir = t.overwrite_output_dir;
   a.seed = t.seed;
 
-  if (t.overwrite_output_dir && fs::exists(out_dir)) {
-    for (const auto& e : fs::directory_iterator(out_dir))
-      if (e.path().filename().string().rfind("checkpoint-", 0) == 0) fs::remove_all(e.path());
-    fs::remove(out_dir + "/metrics.jsonl");
-  }
   fs::create_directories(out_dir);
   write_json_file(out_dir + "/run_config.json", o.to_json());
 
@@ -112,11 +120,13 @@ int run(const ResolvedOptions& o) {
       save_adapter(m, lora, dir);
     } else {
       save_model(m, dir);
+      copy_tokenizer_files(plan.model_dir, dir);
     }
   };
   std::unique_ptr<Progress> progress;
   rl::DpoHooks hooks;
   hooks.save_model = save_model_to;
+  hooks.load_model_weights = [&](const std::string& dir) { load_trained_weights(m, plan.method == "lora", dir); };
   hooks.on_log = [&](const nlohmann::json& e) {
     const std::string type = e.value("type", "");
     std::string line;
@@ -130,6 +140,7 @@ int run(const ResolvedOptions& o) {
                  " | rewards/accuracies ", e.value("eval_rewards/accuracies", 0.0), " | policy accuracy ",
                  e.value("eval_policy_accuracy", 0.0), " | margin ", e.value("eval_rewards/margins", 0.0));
     if (line.empty()) return;
+    if (progress && type == "train") line += " | ETA " + format_duration(progress->eta_seconds());
     if (progress) progress->log_line(line);
     else std::printf("%s\n", line.c_str());
     try {

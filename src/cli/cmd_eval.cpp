@@ -1,4 +1,5 @@
-// `llmtune eval`: mean cross-entropy (and perplexity) of a model on a JSONL/text file.
+// `llmtune eval`: mean cross-entropy (and perplexity) of a causal LM on a JSONL/text file; a classifier,
+// regression head or reward model goes to run_classifier_eval (cli/cmd_classify.cpp).
 #include <cmath>
 #include <cstdio>
 
@@ -65,10 +66,11 @@ Command eval_command() {
   CommandSpec s;
   s.name = "eval";
   s.summary = "Mean cross-entropy and perplexity of a JSONL/text file; accuracy, macro-F1 and confusion matrix "
-              "for a classifier; pairwise accuracy for a reward model";
+              "for a classifier; MSE/RMSE/Pearson r for a regression head; pairwise accuracy for a reward model";
   add_model_options(s);
   s.add_string("data", std::nullopt, "JSONL with {\"text\"} or {\"prompt\",\"completion\"} rows, or a .txt file; for a classifier "
-                    "{\"text\",\"label\"} rows, for a reward model {\"prompt\",\"chosen\",\"rejected\"} rows")
+                    "{\"text\",\"label\"} rows (label: a number for a regression head), for a reward model "
+                    "{\"prompt\",\"chosen\",\"rejected\"} rows")
       .required = true;
   s.add_int("max_seq_length", 1024, "truncate samples to this many tokens").min = 2;
   s.add_int("batch_size", 4, "samples per forward pass").min = 1;

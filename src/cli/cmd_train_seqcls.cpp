@@ -55,6 +55,26 @@ nlohmann::json seq_cls_info(const ModelConfig& c, const std::string& task) {
           {"problem_type", resolve_problem_type(c)}};
 }
 
+double number_or_nan(const nlohmann::json& j, const char* key) {
+  auto it = j.find(key);
+  return it != j.end() && it->is_number() ? it->get<double>() : NAN;
+}
+
+// One eval log line's metrics, by task.
+std::string eval_summary(const nlohmann::json& e, const std::string& task) {
+  auto num = [&](const char* k) {
+    const double v = number_or_nan(e, k);
+    return std::isnan(v) ? std::string("n/a") : cat(v);
+  };
+  std::string s = cat("eval_loss ", num("eval_loss"));
+  if (task == "reward") return s + cat(" | eval_accuracy (pairwise) ", num("eval_accuracy"), " | eval_mean_margin ",
+                                       num("eval_mean_margin"));
+  if (task == "regression")
+    return s + cat(" | eval_rmse ", num("eval_rmse"), " | eval_mae ", num("eval_mae"), " | eval_pearson_r ",
+                   num("eval_pearson_r"));
+  return s + cat(" | eval_accuracy ", num("eval_accuracy"), " | eval_macro_f1 ", num("eval_macro_f1"));
+}
+
 std::string read_task(const std::string& dir) {
   const std::string path = (fs::path(dir) / kSeqClsInfoFile).string();
   if (!fs::exists(path)) return "";
@@ -75,19 +95,23 @@ bool is_classifier(const std::string& model_dir, const std::string& adapter_dir)
 }
 
 LoadedClassifier load_classifier(const std::string& model_dir, const std::string& adapter_dir) {
-  LoadedClassifier out{{load_model(model_dir), Tokenizer::load(model_dir)}, ""};
+  LoadedClassifier out{{load_model(model_dir), Tokenizer::load(model_dir)}, "", false};
   Model& m = out.lm.model;
   if (!adapter_dir.empty()) {
     if (!m.cfg.is_seq_cls) {
       // A SEQ_CLS adapter on a causal-LM base: the head's shape comes from the adapter's score.weight,
-      // the label names from seq_cls_config.json when llmtune wrote the adapter.
+      // the label names and problem_type from seq_cls_config.json when llmtune wrote the adapter.
       const std::string st = (fs::path(adapter_dir) / "adapter_model.safetensors").string();
       if (!fs::exists(st)) fail(adapter_dir, ": no adapter_model.safetensors (not a PEFT adapter folder)");
       SafetensorsFile f = open_safetensors(st);
-      const std::string key = "base_model.model.score.weight";
+      // PEFT writes the trained copy as base_model.model.score.weight; its in-memory spelling
+      // (...score.modules_to_save.default.weight) is accepted by load_adapter too.
+      std::string key = "base_model.model.score.weight";
+      if (!f.has(key) && f.has("base_model.model.score.modules_to_save.default.weight"))
+        key = "base_model.model.score.modules_to_save.default.weight";
       if (!f.has(key))
-        fail(st, ": has no '", key, "': the classification head was not saved with the adapter (a SEQ_CLS "
-             "adapter must list 'score' in modules_to_save)");
+        fail(st, ": has no 'base_model.model.score.weight': the classification head was not saved with the adapter "
+             "(a SEQ_CLS adapter must list 'score' in modules_to_save)");
       SeqClsOptions so;
       so.num_labels = f.info(key).shape.at(0);
       const std::string info = (fs::path(adapter_dir) / kSeqClsInfoFile).string();
@@ -96,6 +120,8 @@ LoadedClassifier load_classifier(const std::string& model_dir, const std::string
         if (j.contains("id2label") && j["id2label"].is_object() && int64_t(j["id2label"].size()) == so.num_labels)
           for (int64_t i = 0; i < so.num_labels; i++)
             so.id2label.push_back(j["id2label"].value(std::to_string(i), cat("LABEL_", i)));
+        if (j.contains("problem_type") && j["problem_type"].is_string())
+          so.problem_type = j["problem_type"].get<std::string>();
       }
       add_classification_head(m, so);
     }
@@ -107,7 +133,15 @@ LoadedClassifier load_classifier(const std::string& model_dir, const std::string
     out.task = read_task(model_dir);
   }
   if (!m.cfg.is_seq_cls) fail(model_dir, " is not a sequence-classification model (and no SEQ_CLS adapter was given)");
-  if (out.task.empty()) out.task = "classification";
+  out.task_recorded = !out.task.empty();
+  // No seq_cls_config.json (a folder written by HF): what its config implies — one output is regression.
+  if (out.task.empty()) out.task = resolve_problem_type(m.cfg) == "regression" ? "regression" : "classification";
+  if (out.task != "classification" && out.task != "regression" && out.task != "reward")
+    fail(adapter_dir.empty() ? model_dir : adapter_dir, "/", kSeqClsInfoFile, ": field 'task' is '", out.task,
+         "' (expected classification, regression or reward)");
+  if ((out.task == "regression" || out.task == "reward") && m.cfg.num_labels != 1)
+    fail(adapter_dir.empty() ? model_dir : adapter_dir, ": a ", out.task, " model has one output but this one has ",
+         m.cfg.num_labels);
   return out;
 }
 
@@ -129,6 +163,11 @@ int run_seqcls_train(const ResolvedOptions& o, const TrainPlan& plan) {
   SeqClsOptions so;
   so.seed = plan.args.seed;
   so.pad_token_id = pad_id;
+  // Regression as HF infers it: num_labels 1 (asked for, or a seq-cls base with one output and no other
+  // problem_type), or a base whose config says problem_type "regression".
+  const ModelConfig base_cfg = load_model_config(plan.model_dir);
+  const bool base_regression = base_cfg.is_seq_cls && resolve_problem_type(base_cfg) == "regression";
+  const bool regression = !reward && (plan.num_labels == 1 || (plan.num_labels == 0 && base_regression));
   if (reward) {
     PreferenceOptions po;
     po.max_length = plan.max_seq_length;
@@ -142,6 +181,24 @@ int run_seqcls_train(const ResolvedOptions& o, const TrainPlan& plan) {
     }
     so.num_labels = 1;
     so.id2label = {"reward"};
+  } else if (regression) {
+    ClassificationOptions co;
+    co.max_length = plan.max_seq_length;
+    co.regression = true;
+    ClassificationDataset tr = load_classification_dataset(plan.train_file, enc, tids, co);
+    double mean = 0, sq = 0;
+    for (auto& smp : tr.samples) mean += smp.target / double(tr.samples.size());
+    for (auto& smp : tr.samples) sq += (smp.target - mean) * (smp.target - mean) / double(tr.samples.size());
+    std::printf("train data: %s — %zu samples, regression targets (mean %.4g, std %.4g)\n", plan.train_file.c_str(),
+                tr.samples.size(), mean, std::sqrt(sq));
+    train_samples = classification_samples(tr);
+    if (!plan.eval_file.empty()) {
+      ClassificationDataset ev = load_classification_dataset(plan.eval_file, enc, tids, co);
+      std::printf("eval data:  %s — %zu samples\n", plan.eval_file.c_str(), ev.samples.size());
+      eval_samples = classification_samples(ev);
+    }
+    so.num_labels = 1;
+    so.problem_type = "regression";  // what HF's config holds after training a num_labels-1 head
   } else {
     ClassificationOptions co;
     co.max_length = plan.max_seq_length;
@@ -166,11 +223,17 @@ int run_seqcls_train(const ResolvedOptions& o, const TrainPlan& plan) {
     }
     so.num_labels = tr.num_labels;
     if (tr.named_labels) so.id2label = tr.id2label;
+    so.problem_type = "single_label_classification";  // as HF's config after training with integer labels
   }
 
   // Model: the head first, then what trains.
   Model m = load_model_for_classification(plan.model_dir, so);
   if (reward && m.cfg.num_labels != 1) fail(plan.model_dir, ": a reward model needs a one-output head");
+  if (regression && m.cfg.num_labels != 1)
+    fail(plan.model_dir, ": regression needs a one-output head (num_labels 1) but this model has ", m.cfg.num_labels);
+  if (!reward && !regression && base_regression)
+    fail(plan.model_dir, ": this model is a regression head (problem_type \"regression\"): train it on real-valued "
+         "labels, or start from the base causal-LM model for classification");
   LoraConfig lora;
   Rng init_rng(plan.args.seed);
   if (plan.method == "lora") {
@@ -178,13 +241,15 @@ int run_seqcls_train(const ResolvedOptions& o, const TrainPlan& plan) {
     std::printf("LoRA (SEQ_CLS): r=%lld, lora_alpha=%g, targets %s; head trained in full (modules_to_save)\n",
                 (long long)lora.r, lora.lora_alpha, lora.target_modules.describe().c_str());
   } else {
-    std::string what = apply_freeze_policy(m, plan.freeze);
+    FreezeOptions fo = plan.freeze;
+    fo.train_lm_head = false;  // there is no LM head any more: the score head below is what trains
+    std::string what = apply_freeze_policy(m, fo);
     classification_head(m).weight->trainable = true;  // the new head always trains
     m.sync_grad_buffers();
     std::printf("%s + score head\n", what.c_str());
   }
   std::printf("%s\n", trainable_parameters_string(m).c_str());
-  const nlohmann::json info = seq_cls_info(m.cfg, reward ? "reward" : "classification");
+  const nlohmann::json info = seq_cls_info(m.cfg, reward ? "reward" : regression ? "regression" : "classification");
 
   auto save_model_to = [&](const std::string& dir) {
     if (plan.method == "lora") {
@@ -207,6 +272,9 @@ int run_seqcls_train(const ResolvedOptions& o, const TrainPlan& plan) {
   if (reward) {
     hooks.window_loss = reward_window_loss(pad_id);
     hooks.eval_metrics = reward_eval_entry;
+  } else if (regression) {
+    hooks.window_loss = regression_window_loss;
+    hooks.eval_metrics = regression_eval_entry;
   } else {
     hooks.window_loss = classification_window_loss;
     hooks.eval_metrics = classification_eval_entry;
@@ -219,10 +287,7 @@ int run_seqcls_train(const ResolvedOptions& o, const TrainPlan& plan) {
                    " | grad_norm ", e.value("grad_norm", 0.0)));
     else if (type == "eval") {
       last_eval = e;
-      log_line(cat("eval @ step ", e.value("step", 0), " | eval_loss ", e.value("eval_loss", 0.0), " | eval_accuracy ",
-                   e.value("eval_accuracy", 0.0),
-                   reward ? cat(" | eval_mean_margin ", e.value("eval_mean_margin", 0.0))
-                          : cat(" | eval_macro_f1 ", e.value("eval_macro_f1", 0.0))));
+      log_line(cat("eval @ step ", e.value("step", 0), " | ", eval_summary(e, info["task"].get<std::string>())));
     }
   };
   hooks.on_step = [&](int64_t step, int64_t, const StepMetrics& sm) {
@@ -258,9 +323,11 @@ int run_seqcls_train(const ResolvedOptions& o, const TrainPlan& plan) {
     std::printf("warning: report not written: %s\n", err.what());
   }
   std::printf("done in %.1f s: train_loss %.4f", now_seconds() - t0, summary.value("train_loss", NAN));
-  if (trainer.eval_enabled)
-    std::printf(", eval_accuracy %.4f → %.4f%s", before.value("eval_accuracy", NAN), last_eval.value("eval_accuracy", NAN),
+  if (trainer.eval_enabled) {
+    const char* key = regression ? "eval_rmse" : "eval_accuracy";
+    std::printf(", %s %.4f → %.4f%s", key, number_or_nan(before, key), number_or_nan(last_eval, key),
                 reward ? " (pairwise)" : "");
+  }
   std::printf("\n%s written to %s/\n", plan.method == "lora" ? "SEQ_CLS adapter (with score head)" : "seq-cls model",
               out_dir.c_str());
   return 0;

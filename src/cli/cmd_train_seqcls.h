@@ -12,14 +12,15 @@ namespace llmtune::cli {
 
 int run_seqcls_train(const ResolvedOptions& o, const TrainPlan& plan);
 
-// The file written next to a seq-cls model or SEQ_CLS adapter: {"task": "classification"|"reward",
+// The file written next to a seq-cls model or SEQ_CLS adapter: {"task": "classification"|"regression"|"reward",
 // "num_labels", "id2label", "label2id", "problem_type"}. A PEFT adapter folder has no config.json, so this
 // is where its label names live.
 constexpr const char* kSeqClsInfoFile = "seq_cls_config.json";
 
 struct LoadedClassifier {
   LoadedModel lm;
-  std::string task;  // "classification" | "reward"
+  std::string task;            // "classification" | "regression" | "reward"
+  bool task_recorded = false;  // task came from seq_cls_config.json (else from config.json: 1 output → regression)
 };
 
 // True when `model_dir` (or the adapter) describes a classifier: a *ForSequenceClassification config, or

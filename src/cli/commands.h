@@ -19,6 +19,8 @@ Command merge_command();
 Command convert_command();
 Command quantize_command();
 Command dpo_command();
+Command grpo_command();
+Command ppo_command();
 Command classify_command();
 
 }  // namespace llmtune::cli

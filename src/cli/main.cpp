@@ -17,7 +17,8 @@ namespace {
 std::vector<Command> all_commands() {
   return {train_command(),   generate_command(), eval_command(),   tokenize_command(),
           merge_command(),   info_command(),     convert_command(), report_command(),
-          quantize_command(), dpo_command(),   classify_command()};
+          quantize_command(), dpo_command(),   grpo_command(),    ppo_command(),
+          classify_command()};
 }
 
 void print_overview(FILE* out) {

@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <stdexcept>
 
 #include "core/error.h"
@@ -482,8 +483,27 @@ ResolvedOptions parse_options(const CommandSpec& spec, const std::vector<std::st
       r.sources[o.name] = OptionSource::ConfigFile;
     }
   }
+  // A list option given several times on the command line collects every occurrence (argparse's
+  // action="append": --reward keyword:cat --reward length:5:40); the first one replaces the config
+  // file's / default value.
+  std::set<std::string> seen_on_command_line;
   for (const auto& f : flags) {
-    r.values[f.spec->name] = convert_raw(*f.spec, cat("option '", f.spec->name, "'"), f.raw);
+    OptionValue v = convert_raw(*f.spec, cat("option '", f.spec->name, "'"), f.raw);
+    const bool append = is_list_type(f.spec->type) && !seen_on_command_line.insert(f.spec->name).second;
+    auto& slot = r.values[f.spec->name];
+    if (append && slot) {
+      if (f.spec->type == OptionType::StringList) {
+        auto& dst = std::get<std::vector<std::string>>(*slot);
+        const auto& src = std::get<std::vector<std::string>>(v);
+        dst.insert(dst.end(), src.begin(), src.end());
+      } else {
+        auto& dst = std::get<std::vector<int64_t>>(*slot);
+        const auto& src = std::get<std::vector<int64_t>>(v);
+        dst.insert(dst.end(), src.begin(), src.end());
+      }
+    } else {
+      slot = std::move(v);
+    }
     r.sources[f.spec->name] = OptionSource::CommandLine;
   }
 

@@ -54,6 +54,7 @@ std::string names_list(const std::vector<std::string>& names) {
 }
 
 const char* kClsShape = "{\"text\": \"...\", \"label\": 0 | \"name\"}";
+const char* kRegShape = "{\"text\": \"...\", \"label\": 0.5}";
 const char* kPrefShape = "{\"prompt\": \"...\" (optional), \"chosen\": \"...\", \"rejected\": \"...\"}";
 
 }  // namespace
@@ -81,22 +82,25 @@ ClassificationDataset parse_classification_jsonl(std::string_view content, std::
   int kind = 0;  // 0 unknown, 1 integer labels, 2 string labels
   int64_t kind_line = 0, max_id = -1;
 
-  for_each_row(content, name, kClsShape, [&](const json& row, int64_t line) {
+  const char* shape = opt.regression ? kRegShape : kClsShape;
+  for_each_row(content, name, shape, [&](const json& row, int64_t line) {
     ClassificationSample s;
     s.line = line;
-    const std::string text = string_field(row, "text", name, line, kClsShape);
+    const std::string text = string_field(row, "text", name, line, shape);
     auto it = row.find("label");
-    if (it == row.end() || it->is_null()) fail(name, ":", line, ": row has no \"label\" field (expected ", kClsShape, ")");
+    if (it == row.end() || it->is_null()) fail(name, ":", line, ": row has no \"label\" field (expected ", shape, ")");
     const json& lab = *it;
     if (opt.regression) {
-      if (!lab.is_number()) fail(name, ":", line, ": label ", lab.dump(), " must be a number (regression)");
+      if (!lab.is_number())
+        fail(name, ":", line, ": label ", lab.dump(), " must be a number (regression head, num_labels 1)",
+             lab.is_string() ? ": class names need a classification head (num_labels >= 2)" : "");
       s.target = lab.get<float>();
       if (!std::isfinite(s.target)) fail(name, ":", line, ": label ", lab.dump(), " is not a finite number");
     } else {
       const int this_kind = lab.is_number_integer() ? 1 : lab.is_string() ? 2 : 0;
       if (this_kind == 0)
         fail(name, ":", line, ": label ", lab.dump(), " must be an integer class id or a string class name",
-             lab.is_number() ? " (for real-valued labels use regression)" : "");
+             lab.is_number() ? " (real-valued labels need a regression head: num_labels 1, e.g. --num_labels 1)" : "");
       if (kind != 0 && this_kind != kind)
         fail(name, ":", line, ": label ", lab.dump(), " is ", this_kind == 1 ? "an integer" : "a string",
              " but line ", kind_line, " had ", kind == 1 ? "an integer" : "a string",

@@ -5,9 +5,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <memory>
 #include <vector>
 
 #include "core/error.h"
+#include "kernels/simd_math.h"
 
 namespace llmtune {
 
@@ -40,7 +42,85 @@ void check_args(const WeightView& W, float* dW, int64_t N, int64_t E, int64_t V,
 // (rows × V floats) stay around 32 MiB even for 150k-token vocabularies.
 int64_t chunk_rows(int64_t V) { return std::clamp<int64_t>((int64_t(1) << 23) / V, 16, 256); }
 
+// The chunk's logits live in a per-thread buffer kept between calls, uninitialised (every entry is
+// written by the product before it is read): a fresh 32 MiB vector per call was mmap'ed, page-faulted
+// and zero-filled each time, which cost more than the whole vectorised softmax (bench/NOTES.md).
+float* logits_scratch(size_t n) {
+  thread_local std::unique_ptr<float[]> buffer;
+  thread_local size_t capacity = 0;
+  if (capacity < n) {
+    buffer.reset();  // free the old one first: peak memory is one buffer, not two
+    buffer.reset(new float[n]);
+    capacity = n;
+  }
+  return buffer.get();
+}
+
 }  // namespace
+
+// Three vectorised passes (max; exp and sum, the exponentials stored; scaling) — the row (V floats)
+// stays in L2 between them.
+float softmax_xent_row(float* z, int64_t V, int32_t label, bool need_grad, float row_scale) {
+  const float label_logit = z[label];
+#if LLMTUNE_AVX512
+  __m512 m0 = _mm512_set1_ps(-INFINITY), m1 = m0, m2 = m0, m3 = m0;
+  int64_t c = 0;
+  for (; c + 64 <= V; c += 64) {
+    m0 = _mm512_max_ps(m0, _mm512_loadu_ps(z + c));
+    m1 = _mm512_max_ps(m1, _mm512_loadu_ps(z + c + 16));
+    m2 = _mm512_max_ps(m2, _mm512_loadu_ps(z + c + 32));
+    m3 = _mm512_max_ps(m3, _mm512_loadu_ps(z + c + 48));
+  }
+  for (; c < V; c += 16) {
+    const __mmask16 m = simd::tail_mask(V - c);
+    m0 = _mm512_mask_max_ps(m0, m, m0, _mm512_maskz_loadu_ps(m, z + c));
+  }
+  const float max_logit =
+      _mm512_reduce_max_ps(_mm512_max_ps(_mm512_max_ps(m0, m1), _mm512_max_ps(m2, m3)));
+  const __m512 neg_max = _mm512_set1_ps(-max_logit);
+  __m512 s0 = _mm512_setzero_ps(), s1 = s0;
+  c = 0;
+  for (; c + 32 <= V; c += 32) {  // exponentials kept in place: they become the softmax
+    const __m512 e0 = simd::exp16(_mm512_add_ps(_mm512_loadu_ps(z + c), neg_max));
+    const __m512 e1 = simd::exp16(_mm512_add_ps(_mm512_loadu_ps(z + c + 16), neg_max));
+    _mm512_storeu_ps(z + c, e0);
+    _mm512_storeu_ps(z + c + 16, e1);
+    s0 = _mm512_add_ps(s0, e0);
+    s1 = _mm512_add_ps(s1, e1);
+  }
+  for (; c < V; c += 16) {
+    const __mmask16 m = simd::tail_mask(V - c);
+    const __m512 x = _mm512_add_ps(_mm512_maskz_loadu_ps(m, z + c), neg_max);
+    const __m512 e = _mm512_maskz_mov_ps(m, simd::exp16(x));
+    _mm512_mask_storeu_ps(z + c, m, e);
+    s0 = _mm512_add_ps(s0, e);
+  }
+  const float sum = _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
+#else
+  float max_logit = z[0];
+  for (int64_t c = 1; c < V; ++c) max_logit = std::max(max_logit, z[c]);
+  float sum = 0.f;
+  for (int64_t c = 0; c < V; ++c) {
+    z[c] = simd::exp_scalar(z[c] - max_logit);
+    sum += z[c];
+  }
+#endif
+  const float loss = (max_logit + std::log(sum)) - label_logit;
+  if (need_grad) {
+    const float factor = row_scale / sum;
+#if LLMTUNE_AVX512
+    const __m512 f = _mm512_set1_ps(factor);
+    simd::for_each16(V, [&](int64_t i, __mmask16 m) {
+      _mm512_mask_storeu_ps(z + i, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, z + i), f));
+    });
+#else
+#pragma omp simd
+    for (int64_t c = 0; c < V; ++c) z[c] *= factor;
+#endif
+    z[label] -= row_scale;
+  }
+  return loss;
+}
 
 // Shared body: the gradient factor of row t is grad_scale · (row_weight ? row_weight[t] : 1).
 LossSum lm_head_loss_impl(const float* h, const WeightView& W, const float* bias, const int32_t* labels,
@@ -56,8 +136,9 @@ LossSum lm_head_loss_impl(const float* h, const WeightView& W, const float* bias
   const int64_t count = int64_t(rows.size());
   const bool need_grad = dh || dW;
   const int64_t chunk = std::min(chunk_rows(V), std::max<int64_t>(count, 1));
-  // Scratch for the whole call: logits (turned into dlogits in place), gathered rows and their dh.
-  std::vector<float> logits(size_t(chunk * V)), h_gathered, dh_gathered;
+  // Scratch: the chunk's logits (turned into dlogits in place), gathered rows and their dh.
+  float* logits = logits_scratch(size_t(chunk * V));
+  std::vector<float> h_gathered, dh_gathered;
 
   double total = 0.0;
   for (int64_t c0 = 0; c0 < count; c0 += chunk) {
@@ -74,32 +155,15 @@ LossSum lm_head_loss_impl(const float* h, const WeightView& W, const float* bias
       hc = h_gathered.data();
     }
 
-    linear_forward(logits.data(), hc, W, bias, n, E, V);
+    linear_forward(logits, hc, W, bias, n, E, V);
 
 #pragma omp parallel for schedule(static) reduction(+ : total)
     for (int64_t r = 0; r < n; ++r) {
-      float* z = logits.data() + r * V;
       const int64_t t = chunk_rows_idx[r];
-      const int32_t label = labels[t];
-      float max_logit = z[0];
-      for (int64_t c = 1; c < V; ++c) max_logit = std::max(max_logit, z[c]);
-      const float label_logit = z[label];
-      // Exponentials kept in place: they become the softmax for the gradient.
-      float sum = 0.f;
-      for (int64_t c = 0; c < V; ++c) {
-        z[c] = std::exp(z[c] - max_logit);
-        sum += z[c];
-      }
-      const float loss = (max_logit + std::log(sum)) - label_logit;
+      const float row_scale = row_weight ? grad_scale * row_weight[t] : grad_scale;
+      const float loss = softmax_xent_row(logits + r * V, V, labels[t], need_grad, row_scale);
       total += double(loss);
       if (token_logp) token_logp[t] = -loss;
-      if (need_grad) {
-        const float row_scale = row_weight ? grad_scale * row_weight[t] : grad_scale;
-        const float factor = row_scale / sum;
-#pragma omp simd
-        for (int64_t c = 0; c < V; ++c) z[c] *= factor;
-        z[label] -= row_scale;
-      }
     }
 
     if (!need_grad) continue;
@@ -110,7 +174,7 @@ LossSum lm_head_loss_impl(const float* h, const WeightView& W, const float* bias
       dh_gathered.assign(size_t(n * E), 0.f);
       dx = dh_gathered.data();
     }
-    linear_backward(dx, dW, nullptr, logits.data(), hc, W, n, E, V);
+    linear_backward(dx, dW, nullptr, logits, hc, W, n, E, V);
     if (dh && !contiguous) {
 #pragma omp parallel for schedule(static) if (n * E > (1 << 16))
       for (int64_t r = 0; r < n; ++r) {
@@ -149,6 +213,18 @@ double as_operand(const WeightView& W, double x) {
   return W.dtype == DType::BF16 ? double(bf16_to_f32(f32_to_bf16(float(x)))) : x;
 }
 }  // namespace
+
+float softmax_xent_row(float* z, int64_t V, int32_t label, bool need_grad, float row_scale) {
+  double max_logit = z[0];
+  for (int64_t c = 1; c < V; ++c) max_logit = std::max(max_logit, double(z[c]));
+  double sum = 0.0;
+  for (int64_t c = 0; c < V; ++c) sum += std::exp(double(z[c]) - max_logit);
+  const double loss = max_logit + std::log(sum) - double(z[label]);
+  if (need_grad)
+    for (int64_t c = 0; c < V; ++c)
+      z[c] = float(double(row_scale) * (std::exp(double(z[c]) - max_logit) / sum - (c == label ? 1.0 : 0.0)));
+  return float(loss);
+}
 
 // Row by row in double, one full logits row at a time.
 LossSum lm_head_loss(const float* h, const WeightView& W, const float* bias, const int32_t* labels,

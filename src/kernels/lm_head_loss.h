@@ -29,7 +29,14 @@ LossSum lm_head_loss_weighted(const float* h, const WeightView& W, const float* 
                               const float* row_weight, int64_t N, int64_t E, int64_t V, float* dh, float* dW,
                               float* token_logp = nullptr);
 
+// The per-row piece (exposed for tests and bench/kernels.cpp): cross-entropy of one logits row
+// z[0, V) in place. Returns logsumexp(z) − z[label]; with need_grad, z becomes
+// row_scale · (softmax(z) − onehot(label)).
+float softmax_xent_row(float* z, int64_t V, int32_t label, bool need_grad, float row_scale);
+
 namespace reference {
+// Double-precision softmax_xent_row (same contract).
+float softmax_xent_row(float* z, int64_t V, int32_t label, bool need_grad, float row_scale);
 // row_weight nullable here (= all ones); the gradient is of grad_scale · Σ row_weight[t]·loss_t.
 LossSum lm_head_loss_weighted(const float* h, const WeightView& W, const float* bias, const int32_t* labels,
                               const float* row_weight, int64_t N, int64_t E, int64_t V, float grad_scale,

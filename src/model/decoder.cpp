@@ -9,7 +9,10 @@
 #include "core/error.h"
 #include "kernels/activation.h"
 #include "kernels/attention.h"
+#include "kernels/attention_decode.h"
+#include "kernels/decode_pool.h"
 #include "kernels/embedding.h"
+#include "kernels/gemv.h"
 #include "kernels/norm.h"
 #include "kernels/rope.h"
 
@@ -94,11 +97,6 @@ void merge_qkv(const ModelConfig& c, float* qkv, const float* q, const float* k,
       std::memcpy(row + 2 * HD, v + n * HD, size_t(HD) * 4);
     }
   }
-}
-
-void add_into(float* y, const float* x, int64_t n) {
-#pragma omp parallel for
-  for (int64_t i = 0; i < n; i++) y[i] += x[i];
 }
 
 // Index of a linear module inside Block::linears(), for its LinearActs slot.
@@ -208,9 +206,13 @@ void block_backward(Model& m, Block& b, BlockActs& a, int64_t B, int64_t T, cons
   zero(ws.d_act);
   linear_module_backward(mlp_out_l, en, d_resid, a.act.f32(), ws.d_act.f32(), N, lin_acts(b, a, mlp_out_l));
 
-  auto attention_branch = [&](const float* d_attn_out) {
+  // ∂L/∂(o-proj input) into ws.d_attn from ∂L/∂(attention branch output).
+  auto o_proj_backward = [&](const float* d_attn_out) {
     zero(ws.d_attn);
     linear_module_backward(b.o, en, d_attn_out, a.attn.f32(), ws.d_attn.f32(), N, lin_acts(b, a, b.o));
+  };
+  // The rest of the attention branch, from ws.d_attn down to ∂L/∂ln1 in ws.d_ln.
+  auto attention_branch = [&]() {
     zero(ws.d_q);
     zero(ws.d_k);
     zero(ws.d_v);
@@ -238,30 +240,27 @@ void block_backward(Model& m, Block& b, BlockActs& a, int64_t B, int64_t T, cons
     }
   };
 
-  if (c.parallel_residual) {
-    // attention o-proj backward must also read the untouched d_resid: do it before the mlp norm adds.
-    zero(ws.d_attn);
-    // Copy ∂L/∂out for the attention branch (d_resid will be accumulated into below).
-    std::memcpy(ws.tmp_e.f32(), d_resid, size_t(N * c.hidden_size) * 4);
-  }
+  // Parallel residual: the o-proj backward also reads ∂L/∂out, so it runs now, before the ln2 norm
+  // backward accumulates into d_resid (this order needs no copy of d_resid).
+  if (c.parallel_residual) o_proj_backward(d_resid);
 
-  // MLP branch rest: activation backward → input projections → ln2.
-  zero(ws.d_h1);
+  // MLP branch rest: activation backward → input projections → ln2. The activation backward
+  // overwrites d_h1 / d_up (accumulate = false), so they need no zero-fill.
   zero(ws.d_ln);
   if (c.gated_mlp) {
-    zero(ws.d_up);
-    swiglu_backward(ws.d_h1.f32(), ws.d_up.f32(), ws.d_act.f32(), a.h1.f32(), a.up.f32(), N * I);
+    swiglu_backward(ws.d_h1.f32(), ws.d_up.f32(), ws.d_act.f32(), a.h1.f32(), a.up.f32(), N * I, false);
     linear_module_backward(b.gate, en, ws.d_h1.f32(), a.ln2.f32(), ws.d_ln.f32(), N, lin_acts(b, a, b.gate));
     linear_module_backward(b.up, en, ws.d_up.f32(), a.ln2.f32(), ws.d_ln.f32(), N, lin_acts(b, a, b.up));
   } else {
-    activation_backward(ws.d_h1.f32(), ws.d_act.f32(), a.h1.f32(), N * I, c.act);
+    activation_backward(ws.d_h1.f32(), ws.d_act.f32(), a.h1.f32(), N * I, c.act, false);
     linear_module_backward(b.fc_in, en, ws.d_h1.f32(), a.ln2.f32(), ws.d_ln.f32(), N, lin_acts(b, a, b.fc_in));
   }
   const float* ln2_in = c.parallel_residual ? a.x_in.f32() : a.x_mid.f32();
   norm_backward(c, b.ln2, d_resid, ws.d_ln.f32(), ln2_in, a.ln2_mean.f32(), a.ln2_rstd.f32(), N);
   // Now d_resid = ∂L/∂x_in (parallel, partial) or ∂L/∂x_mid (sequential).
 
-  attention_branch(c.parallel_residual ? ws.tmp_e.f32() : d_resid);
+  if (!c.parallel_residual) o_proj_backward(d_resid);  // d_resid = ∂L/∂x_mid here
+  attention_branch();
   if (need_dx || norm_trainable(b.ln1))
     norm_backward(c, b.ln1, need_dx ? d_resid : nullptr, ws.d_ln.f32(), a.x_in.f32(), a.ln1_mean.f32(),
                   a.ln1_rstd.f32(), N);
@@ -382,10 +381,15 @@ void embed_forward(Model& m, float* x, const int32_t* ids, const int32_t* positi
       if (positions[i] < 0 || positions[i] >= c.max_position_embeddings)
         fail("position ", positions[i], " is outside the model's context of ", c.max_position_embeddings,
              " tokens (n_positions): shorten the input");
-    Tensor tmp = Tensor::zeros({N, c.hidden_size});
-    embedding_forward(tmp.f32(), positions, m.pos_embed->value.f32(), N, c.hidden_size,
-                      c.max_position_embeddings);
-    add_into(x, tmp.f32(), N * c.hidden_size);
+    // Position rows added in place (no [N, E] temporary).
+    const int64_t E = c.hidden_size;
+    const float* table = m.pos_embed->value.f32();
+#pragma omp parallel for schedule(static) if (N * E > (1 << 15))
+    for (int64_t i = 0; i < N; i++) {
+      const float* row = table + int64_t(positions[i]) * E;
+      float* xi = x + i * E;
+      for (int64_t e = 0; e < E; e++) xi[e] += row[e];
+    }
   }
 }
 }  // namespace
@@ -467,7 +471,7 @@ void decoder_backward(Model& m, Workspace& ws, const DecoderInput& in) {
       // Recompute this block's activations (the top block's are still in ckpt after the forward).
       // The forward's block output went to the next block's input / x_final, which backward no
       // longer reads, so the recompute writes it to scratch. d_resid is untouched by a forward;
-      // tmp_e/tmp_e2 are clobbered, and block_backward (re)fills tmp_e before reading it.
+      // tmp_e/tmp_e2 are clobbered, and block_backward does not read them.
       if (ws.ckpt_layer != li) {
         Rng rng = ws.ckpt_rng_used ? ws.ckpt_rng[size_t(li)] : Rng();
         run_block_in_ckpt(m, ws, size_t(li), ws.d_final.f32(), in.B, in.T, ctx,
@@ -503,8 +507,11 @@ void KVCache::init(const Model& m, int64_t B_, int64_t cap_) {
   seg.assign(size_t(B * cap), -1);
 }
 
-void decoder_forward_cached(Model& m, KVCache& cache, Workspace& ws, const int32_t* ids, const int32_t* positions,
-                            const int32_t* seg_new, int64_t Tq, float* logits_last) {
+namespace {
+// The reference cached forward: the training block forward in the Workspace, one oneDNN call per linear.
+void decoder_forward_cached_generic(Model& m, KVCache& cache, Workspace& ws, const int32_t* ids,
+                                    const int32_t* positions, const int32_t* seg_new, int64_t Tq,
+                                    float* logits_last) {
   const ModelConfig& c = m.cfg;
   const int64_t B = cache.B, N = B * Tq;
   if (!m.lm_head.weight)
@@ -554,5 +561,238 @@ void decoder_forward_cached(Model& m, KVCache& cache, Workspace& ws, const int32
   norm_forward(c, m.final_norm, normed.f32(), mean.f32(), rstd.f32(), last.f32(), B);
   linear_forward(logits_last, normed.f32(), m.lm_head.view(), nullptr, B, E, c.vocab_size);
 }
+}  // namespace
 
+// ---- fast cached forward (generation): one scratch set for all layers, GEMV linears and the decode
+// attention kernel for decode steps, sliced one-thread GEMMs and query blocks of the flash kernel for
+// the prompt pass; the parallel work runs on the decode pool (kernels/decode_pool.h); no allocation per
+// decode step once sized. ----
+namespace {
+
+// Element counts below which elementwise loops stay on one thread (a fork/join costs more).
+constexpr int64_t kSerialElems = 1 << 16;
+// New tokens per row up to which attention runs the decode kernel (beyond: the flash-style kernel).
+constexpr int64_t kDecodeAttentionMaxTq = 8;
+
+void size_scratch(const Model& m, DecodeScratch& s, int64_t N) {
+  if (N <= s.rows) return;
+  const ModelConfig& c = m.cfg;
+  const int64_t E = c.hidden_size, I = c.intermediate_size, QD = c.q_dim(), KD = c.kv_dim();
+  s = DecodeScratch{};
+  s.rows = N;
+  auto mk = [](Tensor& t, int64_t rows, int64_t cols) { t = Tensor::zeros({rows, cols}); };
+  mk(s.x, N, E);
+  mk(s.x_next, N, E);
+  mk(s.ln, N, E);
+  mk(s.mean, N, 1);
+  mk(s.rstd, N, 1);
+  mk(s.q, N, QD);
+  mk(s.k, N, KD);
+  mk(s.v, N, KD);
+  if (c.qkv_layout != QkvLayout::Separate) mk(s.qkv, N, QD + 2 * KD);
+  mk(s.attn, N, QD);
+  mk(s.attn_out, N, E);
+  if (!c.parallel_residual) mk(s.x_mid, N, E);
+  mk(s.h1, N, I);
+  if (c.gated_mlp) mk(s.up, N, I);
+  mk(s.act, N, I);
+  mk(s.mlp_out, N, E);
+  mk(s.last, N, E);  // B <= N rows used
+  mk(s.normed, N, E);
+}
+
+// Token embeddings (+ learned positions, GPT-2) of N tokens into x, without temporaries.
+void embed_fast(Model& m, float* x, const int32_t* ids, const int32_t* positions, int64_t N) {
+  const ModelConfig& c = m.cfg;
+  const int64_t E = c.hidden_size;
+  embedding_forward(x, ids, m.embed->value.f32(), N, E, c.vocab_size);
+  if (!m.pos_embed) return;
+  const float* table = m.pos_embed->value.f32();
+  for (int64_t i = 0; i < N; i++) {
+    if (positions[i] < 0 || positions[i] >= c.max_position_embeddings)
+      fail("position ", positions[i], " is outside the model's context of ", c.max_position_embeddings,
+           " tokens (n_positions): shorten the input");
+    const float* row = table + int64_t(positions[i]) * E;
+    float* xi = x + i * E;
+    for (int64_t e = 0; e < E; e++) xi[e] += row[e];
+  }
+}
+
+void split_qkv_fast(const ModelConfig& c, const float* qkv, float* q, float* k, float* v, int64_t N) {
+  if (N * (c.q_dim() + 2 * c.kv_dim()) > kSerialElems) return split_qkv(c, qkv, q, k, v, N);
+  const int64_t H = c.num_heads, D = c.head_dim, HD = H * D;
+  for (int64_t n = 0; n < N; n++) {
+    const float* row = qkv + n * 3 * HD;
+    if (c.qkv_layout == QkvLayout::NeoxInterleaved) {
+      for (int64_t h = 0; h < H; h++) {
+        std::memcpy(q + n * HD + h * D, row + h * 3 * D, size_t(D) * 4);
+        std::memcpy(k + n * HD + h * D, row + h * 3 * D + D, size_t(D) * 4);
+        std::memcpy(v + n * HD + h * D, row + h * 3 * D + 2 * D, size_t(D) * 4);
+      }
+    } else {
+      std::memcpy(q + n * HD, row, size_t(HD) * 4);
+      std::memcpy(k + n * HD, row + HD, size_t(HD) * 4);
+      std::memcpy(v + n * HD, row + 2 * HD, size_t(HD) * 4);
+    }
+  }
+}
+
+// out[i] = a[i] + b[i] (+ c[i] when c is non-null).
+void add_rows(float* out, const float* a, const float* b, const float* c, int64_t n) {
+#pragma omp parallel for schedule(static) if (n > kSerialElems)
+  for (int64_t i = 0; i < n; i++) out[i] = c ? a[i] + b[i] + c[i] : a[i] + b[i];
+}
+
+// fn(begin, end) over [0, n) in pool chunks of 64Ki elements (one chunk below that).
+template <typename F>
+void elementwise_on_pool(int64_t n, F&& fn) {
+  constexpr int64_t kChunk = 1 << 16;
+  run_chunks((n + kChunk - 1) / kChunk, [&](int64_t c) { fn(c * kChunk, std::min(n, (c + 1) * kChunk)); });
+}
+
+void linear_decode(const LinearModule& l, bool en, const float* x, float* y, int64_t N) {
+  const LinearModule* mods[1] = {&l};
+  float* ys[1] = {y};
+  linear_modules_inference(mods, ys, 1, en, x, N);
+}
+
+// One block for N = B·Tq new tokens; k/v of the new tokens are appended to the cache at kc.len.
+void block_forward_fast(Model& m, Block& b, DecodeScratch& s, const float* x_in, float* out, int64_t B,
+                        int64_t Tq, const int32_t* positions, const int32_t* q_seg, KVCache& kc, size_t layer) {
+  const ModelConfig& c = m.cfg;
+  const int64_t N = B * Tq, E = c.hidden_size, H = c.num_heads, Hkv = c.num_kv_heads, D = c.head_dim;
+  const int64_t I = c.intermediate_size, KD = Hkv * D;
+  const bool en = m.adapters_enabled;
+  norm_forward(c, b.ln1, s.ln.f32(), s.mean.f32(), s.rstd.f32(), x_in, N);
+  if (c.qkv_layout == QkvLayout::Separate) {
+    const LinearModule* mods[3] = {&b.q, &b.k, &b.v};
+    float* ys[3] = {s.q.f32(), s.k.f32(), s.v.f32()};
+    linear_modules_inference(mods, ys, 3, en, s.ln.f32(), N);
+  } else {
+    linear_decode(b.qkv, en, s.ln.f32(), s.qkv.f32(), N);
+    split_qkv_fast(c, s.qkv.f32(), s.q.f32(), s.k.f32(), s.v.f32(), N);
+  }
+  if (c.use_rope) {
+    rope_forward(s.q.f32(), positions, N, H, D, H * D, m.rope);
+    rope_forward(s.k.f32(), positions, N, Hkv, D, KD, m.rope);
+  }
+  float* kt = kc.k[layer].f32();
+  float* vt = kc.v[layer].f32();
+  for (int64_t bi = 0; bi < B; bi++) {
+    const size_t dst = size_t((bi * kc.cap + kc.len) * KD), src = size_t(bi * Tq * KD);
+    std::memcpy(kt + dst, s.k.f32() + src, size_t(Tq * KD) * 4);
+    std::memcpy(vt + dst, s.v.f32() + src, size_t(Tq * KD) * 4);
+  }
+  AttentionDims ad;
+  ad.B = B, ad.Tq = Tq, ad.Tk = kc.len + Tq, ad.H = H, ad.Hkv = Hkv, ad.D = D, ad.kv_cap = kc.cap;
+  if (Tq <= kDecodeAttentionMaxTq) {
+    attention_decode_forward(s.attn.f32(), s.q.f32(), kt, vt, q_seg, kc.seg.data(), kc.cap, ad);
+  } else {
+    // Prompt pass: the flash-style kernel (blocked over keys; ~4x faster than the decode kernel on 128
+    // queries) on blocks of queries of one row each, as pool chunks; later blocks see more keys, the
+    // dynamic claiming balances that. k_seg is packed [B, Tk] by the caller.
+    constexpr int64_t kQueries = 32;
+    const int64_t blocks = (Tq + kQueries - 1) / kQueries, QD = H * D, Tk_all = kc.len + Tq;
+    run_chunks(B * blocks, [&](int64_t c) {
+      const int64_t bi = c / blocks, i0 = (c % blocks) * kQueries, i1 = std::min(Tq, i0 + kQueries);
+      AttentionDims d1 = ad;
+      d1.B = 1, d1.Tq = i1 - i0, d1.Tk = kc.len + i1;
+      thread_local std::vector<float> lse;
+      if (int64_t(lse.size()) < H * kQueries) lse.resize(size_t(H * kQueries));
+      const int64_t q_off = (bi * Tq + i0) * QD, kv_off = bi * kc.cap * KD;
+      attention_forward(s.attn.f32() + q_off, lse.data(), s.q.f32() + q_off, kt + kv_off, vt + kv_off,
+                        q_seg + bi * Tq + i0, s.k_seg.data() + bi * Tk_all, d1);
+    });
+  }
+  linear_decode(b.o, en, s.attn.f32(), s.attn_out.f32(), N);
+
+  const float* mlp_in = x_in;
+  if (!c.parallel_residual) {
+    add_rows(s.x_mid.f32(), x_in, s.attn_out.f32(), nullptr, N * E);
+    mlp_in = s.x_mid.f32();
+  }
+  norm_forward(c, b.ln2, s.ln.f32(), s.mean.f32(), s.rstd.f32(), mlp_in, N);
+  if (c.gated_mlp) {
+    const LinearModule* mods[2] = {&b.gate, &b.up};
+    float* ys[2] = {s.h1.f32(), s.up.f32()};
+    linear_modules_inference(mods, ys, 2, en, s.ln.f32(), N);
+    elementwise_on_pool(N * I, [&](int64_t i0, int64_t i1) {
+      swiglu_forward(s.act.f32() + i0, s.h1.f32() + i0, s.up.f32() + i0, i1 - i0);
+    });
+    linear_decode(b.down, en, s.act.f32(), s.mlp_out.f32(), N);
+  } else {
+    linear_decode(b.fc_in, en, s.ln.f32(), s.h1.f32(), N);
+    elementwise_on_pool(N * I, [&](int64_t i0, int64_t i1) {
+      activation_forward(s.act.f32() + i0, s.h1.f32() + i0, i1 - i0, c.act);
+    });
+    linear_decode(b.fc_out, en, s.act.f32(), s.mlp_out.f32(), N);
+  }
+  if (c.parallel_residual) add_rows(out, x_in, s.attn_out.f32(), s.mlp_out.f32(), N * E);
+  else add_rows(out, s.x_mid.f32(), s.mlp_out.f32(), nullptr, N * E);
+}
+
+void decoder_forward_cached_fast(Model& m, KVCache& cache, const int32_t* ids, const int32_t* positions,
+                                 const int32_t* seg_new, int64_t Tq, float* logits_last) {
+  const ModelConfig& c = m.cfg;
+  const int64_t B = cache.B, N = B * Tq, E = c.hidden_size;
+  DecodeScratch& s = cache.scratch;
+  size_scratch(m, s, N);
+  // Every OpenMP kernel of the step runs on this thread; the products and the attention spread over the
+  // decode pool instead, which a busy machine does not stall (kernels/decode_pool.h).
+  SerialOmpScope serial;
+  if (c.use_rope)
+    for (int64_t i = 0; i < N; i++)
+      if (positions[i] < 0 || positions[i] >= m.rope.max_pos)
+        fail("position ", positions[i], " is outside the model's context of ", m.rope.max_pos,
+             " tokens (max_position_embeddings): use a shorter prompt or fewer new tokens");
+  // Segments of the new tokens into the cache (attention reads the keys' segments from there); the
+  // queries' are seg_new, or zeros when it is null.
+  for (int64_t b = 0; b < B; b++)
+    for (int64_t t = 0; t < Tq; t++)
+      cache.seg[size_t(b * cache.cap + cache.len + t)] = seg_new ? seg_new[b * Tq + t] : 0;
+  const int32_t* q_seg = seg_new;
+  if (!q_seg) {
+    s.q_seg.assign(size_t(N), 0);  // capacity kept across steps: no allocation per token
+    q_seg = s.q_seg.data();
+  }
+  if (Tq > kDecodeAttentionMaxTq) {  // the prompt pass's flash kernel reads the keys' segments packed [B, Tk]
+    const int64_t Tk = cache.len + Tq;
+    s.k_seg.resize(size_t(B * Tk));
+    for (int64_t b = 0; b < B; b++)
+      std::memcpy(s.k_seg.data() + b * Tk, cache.seg.data() + b * cache.cap, size_t(Tk) * 4);
+  }
+  embed_fast(m, s.x.f32(), ids, positions, N);
+  for (size_t li = 0; li < m.blocks.size(); li++) {
+    block_forward_fast(m, m.blocks[li], s, s.x.f32(), s.x_next.f32(), B, Tq, positions, q_seg, cache, li);
+    std::swap(s.x, s.x_next);
+  }
+  cache.len += Tq;
+  // Final norm and LM head only for each row's last new token.
+  for (int64_t b = 0; b < B; b++)
+    std::memcpy(s.last.f32() + b * E, s.x.f32() + (b * Tq + Tq - 1) * E, size_t(E) * 4);
+  norm_forward(c, m.final_norm, s.normed.f32(), s.mean.f32(), s.rstd.f32(), s.last.f32(), B);
+  LinearModule& head = s.lm_head;
+  head.weight = m.lm_head.weight;
+  head.in = m.lm_head.in;
+  head.out = m.lm_head.out;
+  head.transposed = m.lm_head.transposed;
+  const LinearModule* mods[1] = {&head};
+  float* ys[1] = {logits_last};
+  linear_modules_inference(mods, ys, 1, false, s.normed.f32(), B);
+}
+
+}  // namespace
+
+void decoder_forward_cached(Model& m, KVCache& cache, Workspace& ws, const int32_t* ids, const int32_t* positions,
+                            const int32_t* seg_new, int64_t Tq, float* logits_last) {
+  const ModelConfig& c = m.cfg;
+  if (!m.lm_head.weight)
+    fail(c.architecture, " has no LM head (a sequence-classification model): it cannot generate text");
+  if (cache.len + Tq > cache.cap)
+    fail("the sequence would grow to ", cache.len + Tq, " tokens, more than the ", cache.cap,
+         " the KV cache holds (model context ", c.max_position_embeddings, ")");
+  if (Tq < 1) fail("decoder_forward_cached: no new tokens (Tq = ", Tq, ")");
+  if (cache.fast) decoder_forward_cached_fast(m, cache, ids, positions, seg_new, Tq, logits_last);
+  else decoder_forward_cached_generic(m, cache, ws, ids, positions, seg_new, Tq, logits_last);
+}
 }  // namespace llmtune

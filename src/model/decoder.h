@@ -69,10 +69,25 @@ LossSum decoder_lm_loss(Model& m, Workspace& ws, const int32_t* targets, float g
 void decoder_backward(Model& m, Workspace& ws, const DecoderInput& in);
 
 // ---- inference with a KV cache ----
+// Buffers of the fast cached forward, sized for the largest step seen and reused: a decode step
+// allocates nothing. One set serves every layer (no activations are kept for a backward).
+struct DecodeScratch {
+  int64_t rows = 0;  // tokens the buffers hold
+  Tensor x, x_next, ln, mean, rstd, q, k, v, qkv, attn, attn_out, x_mid, h1, up, act, mlp_out;
+  Tensor last, normed;  // [B, E] final norm of each row's last token
+  std::vector<int32_t> q_seg;  // zeros, the query segments when the caller passes none
+  std::vector<int32_t> k_seg;  // prompt pass: the keys' segments packed [B, Tk] (the flash kernel's layout)
+  LinearModule lm_head;        // the model's LM head without bias / adapter (as the training forward uses it)
+};
+
 struct KVCache {
   int64_t B = 0, cap = 0, len = 0;          // len: positions filled (same for every row)
   std::vector<Tensor> k, v;                 // per layer [B, cap, Hkv, D]
   std::vector<int32_t> seg;                 // [B, cap]: 0 real token, -1 padding
+  // true: decoder_forward_cached runs the inference path (GEMV decode kernels, cached attention,
+  // DecodeScratch); false: the training block forward in the Workspace (the reference it is tested against).
+  bool fast = true;
+  DecodeScratch scratch;
   void init(const Model& m, int64_t B, int64_t cap);
 };
 

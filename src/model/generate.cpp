@@ -27,7 +27,8 @@ std::vector<std::vector<int32_t>> generate(Model& m, const std::vector<std::vect
   const int64_t new_tokens = total - P;
   KVCache cache;
   cache.init(m, B, std::max<int64_t>(total, 1));
-  Workspace ws;
+  cache.fast = opt.fast_decode;
+  Workspace ws;  // used by the generic path only (sized lazily)
   Rng rng(opt.seed);
   const int64_t V = c.vocab_size;
   std::vector<float> logits(static_cast<size_t>(B * V));

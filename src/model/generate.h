@@ -16,6 +16,10 @@ struct GenerateOptions {
   SamplingParams sampling;
   uint64_t seed = 42;
   std::vector<int32_t> eos_ids;  // stop when a row produces one of these (it is kept in the output)
+  // false: the prompt pass and the decode steps run the generic (training) block forward, one
+  // OpenMP/oneDNN call per linear, instead of the inference path (KVCache::fast) — for benchmarks and
+  // tests comparing the two.
+  bool fast_decode = true;
 };
 
 // on_token(row, token) is called for each new token as soon as it is chosen.

@@ -26,4 +26,16 @@ void linear_module_forward(const LinearModule& l, bool adapters_enabled, const f
 void linear_module_backward(const LinearModule& l, bool adapters_enabled, const float* dy, const float* x,
                             float* dx, int64_t N, LinearActs* acts);
 
+// Inference forward of n modules sharing the input x [N, in] (q/k/v, gate/up), as the cached
+// (generation) forward runs them: no dropout, no stored activations. Work is spread with decode_pool
+// (kernels/decode_pool.h), not OpenMP. With N <= kGemvMaxRows (a decode step) the base weights run as
+// GEMVs (kernels/gemv.h) in one job; with more rows (a prompt), and for weights the GEMV does not take
+// (GPT-2 Conv1D, 4-bit blocks straddling rows), as slices of output columns, each a one-thread matmul
+// (quantized weights: the slice's rows dequantized first, as linear_q4/int8_forward do per tile).
+// Numerics as linear_module_forward up to summation order, except that a 4-bit/int8 weight with
+// bnb_4bit_compute_dtype bfloat16 computes decode steps in f32 (the GEMV is memory-bound either way).
+// ys[i] receives module i's output [N, out_i].
+void linear_modules_inference(const LinearModule* const* mods, float* const* ys, int n, bool adapters_enabled,
+                              const float* x, int64_t N);
+
 }  // namespace llmtune

@@ -33,7 +33,8 @@ void apply_repetition_penalty(std::span<float> logits, std::span<const int32_t> 
   const size_t V = logits.size();
   // HF gathers the scores of all context ids first and scatters the penalised values back, so an id
   // that occurs several times is penalised exactly once.
-  std::vector<char> seen(V, 0);
+  thread_local std::vector<char> seen;  // reused: generation calls this once per token
+  seen.assign(V, 0);
   for (int32_t id : context_ids) {
     if (id < 0 || size_t(id) >= V)
       fail("repetition penalty: token id ", id, " in the context is outside the vocabulary (size ", V, ")");
@@ -46,7 +47,8 @@ void apply_repetition_penalty(std::span<float> logits, std::span<const int32_t> 
 
 void apply_top_k(std::span<float> logits, int top_k) {
   if (top_k <= 0 || size_t(top_k) >= logits.size()) return;
-  std::vector<float> sorted(logits.begin(), logits.end());
+  thread_local std::vector<float> sorted;
+  sorted.assign(logits.begin(), logits.end());
   std::nth_element(sorted.begin(), sorted.begin() + (top_k - 1), sorted.end(), std::greater<float>());
   const float kth = sorted[size_t(top_k - 1)];
   for (float& s : logits)
@@ -56,19 +58,35 @@ void apply_top_k(std::span<float> logits, int top_k) {
 void apply_top_p(std::span<float> logits, float top_p) {
   if (top_p >= 1.0f || logits.empty()) return;
   const size_t V = logits.size();
-  // Ascending order; equal scores by index so the result does not depend on the sort's whims.
-  std::vector<int32_t> order(V);
-  std::iota(order.begin(), order.end(), 0);
-  std::stable_sort(order.begin(), order.end(),
-                   [&](int32_t a, int32_t b) { return logits[size_t(a)] < logits[size_t(b)]; });
-  const double max_s = logits[size_t(order.back())];
-  if (max_s == -std::numeric_limits<double>::infinity()) return;
+  float max_f = kNegInf;
+  for (float s : logits) max_f = std::max(max_f, s);
+  if (max_f == kNegInf) return;
+  const double max_s = max_f;
   double total = 0;
   for (float s : logits) total += std::exp(double(s) - max_s);
   const double threshold = 1.0 - double(top_p);
+  // HF sorts ascending and removes tokens while the cumulative probability stays <= threshold. Tokens
+  // with probability below threshold / V hold at most `threshold` together and come first in that
+  // order, so they are removed without sorting; only the rest (a few hundred for a trained model's
+  // peaked distribution, everything for a flat one) is sorted. -inf tokens have probability 0.
+  const double small = threshold / double(V);
   double cumulative = 0;
+  thread_local std::vector<int32_t> order;
+  order.clear();
+  for (size_t i = 0; i < V; ++i) {
+    const double p = std::exp(double(logits[i]) - max_s) / total;
+    if (p < small) {
+      cumulative += p;
+      logits[i] = kNegInf;
+    } else {
+      order.push_back(int32_t(i));
+    }
+  }
+  // Ascending order; equal scores by index so the result does not depend on the sort's whims.
+  std::stable_sort(order.begin(), order.end(),
+                   [&](int32_t a, int32_t b) { return logits[size_t(a)] < logits[size_t(b)]; });
   // The highest-scoring token (last in ascending order) is always kept (min_tokens_to_keep = 1).
-  for (size_t i = 0; i + 1 < V; ++i) {
+  for (size_t i = 0; i + 1 < order.size(); ++i) {
     float& s = logits[size_t(order[i])];
     cumulative += std::exp(double(s) - max_s) / total;
     if (cumulative <= threshold) s = kNegInf;
@@ -103,9 +121,11 @@ int32_t sample_from_logits(std::span<const float> logits, Rng& rng) {
   float max_s = kNegInf;
   for (float s : logits) max_s = std::max(max_s, s);
   if (max_s == kNegInf) fail("sampling: every token was filtered out (all logits are -inf)");
-  std::vector<double> weights(V);
+  thread_local std::vector<double> weights;  // reused: generation draws once per token
+  weights.resize(V);
   double total = 0;
-  for (size_t i = 0; i < V; ++i) total += weights[i] = std::exp(double(logits[i]) - double(max_s));
+  for (size_t i = 0; i < V; ++i)
+    total += weights[i] = logits[i] == kNegInf ? 0.0 : std::exp(double(logits[i]) - double(max_s));
   // 53-bit uniform: Rng::uniform's 24 bits would be too coarse for tails of a 100k-token vocabulary.
   const double u = double(rng.next_u64() >> 11) * (1.0 / 9007199254740992.0) * total;
   double cumulative = 0;

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <functional>
 #include <numeric>
 
 #include "core/error.h"
@@ -18,6 +19,8 @@
 #include "train/clip.h"
 #include "train/optimizer.h"
 #include "train/scheduler.h"
+#include "train/trainer.h"
+#include "rl/rl_checkpoint.h"
 
 namespace fs = std::filesystem;
 using nlohmann::json;
@@ -224,29 +227,6 @@ DpoTrainResult dpo_train(Model& policy, Model* ref, const std::vector<Preference
   sched.num_training_steps = max_steps;
   sched.warmup_steps = resolve_warmup_steps(args.warmup_steps, args.warmup_ratio, max_steps);
 
-  // Reference log-probs, once (before any update, so they are the base model's).
-  const RefLogps ref_train = reference_logps(policy, ref, train_pairs, args.per_device_eval_batch_size);
-  RefLogps ref_eval;
-  if (!eval_pairs.empty()) ref_eval = reference_logps(policy, ref, eval_pairs, args.per_device_eval_batch_size);
-
-  DpoTrainResult result;
-  MetricsLog metrics(args.output_dir, result.log_history, hooks.on_log);
-  auto emit = [&](const json& e) { metrics.emit(e); };
-  auto run_eval = [&](int64_t step) {
-    if (eval_pairs.empty()) return;
-    emit(dpo_evaluate(policy, eval_pairs, ref_eval, args.loss, args.per_device_eval_batch_size).to_json(step));
-  };
-  auto save_checkpoint = [&](int64_t step) {
-    if (args.output_dir.empty() || !hooks.save_model) return;
-    const std::string dir = args.output_dir + "/checkpoint-" + std::to_string(step);
-    write_dir_atomic(dir, [&](const std::string& tmp) {
-      hooks.save_model(tmp);
-      save_optimizer_state(opt, tmp + "/optimizer.safetensors");
-      write_json_file(tmp + "/scheduler.json", sched.to_json());
-    });
-  };
-
-  run_eval(0);
   Rng shuffle_rng(args.seed);
   Rng dropout_rng(args.seed ^ 0x5eedd0d0ULL);
   std::vector<int64_t> order;
@@ -256,10 +236,101 @@ DpoTrainResult dpo_train(Model& policy, Model* ref, const std::vector<Preference
   struct Acc {
     double loss = 0, rc = 0, rr = 0, acc = 0, margin = 0, lpc = 0, lpr = 0, gn = 0;
     int64_t steps = 0;
+    json to_json() const {
+      return {{"loss", loss}, {"rc", rc}, {"rr", rr}, {"acc", acc}, {"margin", margin},
+              {"lpc", lpc}, {"lpr", lpr}, {"gn", gn}, {"steps", steps}};
+    }
+    static Acc from_json(const json& j) {
+      Acc a;
+      const std::pair<const char*, double*> fields[] = {{"loss", &a.loss}, {"rc", &a.rc},   {"rr", &a.rr},
+                                                         {"acc", &a.acc},   {"margin", &a.margin}, {"lpc", &a.lpc},
+                                                         {"lpr", &a.lpr},   {"gn", &a.gn}};
+      for (const auto& [key, field] : fields) *field = j.at(key).get<double>();
+      a.steps = j.at("steps").get<int64_t>();
+      return a;
+    }
   } acc;
   double total_loss = 0;
+  DpoTrainResult result;
 
-  for (int64_t step = 1; step <= max_steps; step++) {
+  // Checkpoints / resume (before metrics.jsonl is opened: a refused output_dir stays untouched).
+  RlCheckpointOptions co;
+  co.output_dir = args.output_dir;
+  co.save_steps = args.save_steps;
+  co.save_total_limit = args.save_total_limit;
+  co.resume_from_checkpoint = args.resume_from_checkpoint;
+  co.overwrite_output_dir = args.overwrite_output_dir;
+  RlCheckpointParts parts;
+  parts.trainer = "dpo";
+  parts.fingerprint = model_fingerprint(policy);
+  parts.optimizer = &opt;
+  parts.scheduler = &sched;
+  parts.rngs = {{"shuffle", &shuffle_rng}, {"dropout", &dropout_rng}};
+  parts.save_model = hooks.save_model;
+  parts.load_model_weights = hooks.load_model_weights;
+  RlRunInfo info;
+  info.max_steps = max_steps;
+  info.logging_steps = std::max<int64_t>(args.logging_steps, 1);
+  info.eval_steps = args.eval_steps;
+  info.train_batch_size = bs;
+  info.num_train_epochs = args.num_train_epochs;
+  if (!resolve_resume_checkpoint(co).empty() && !ref && lora_modules(policy).empty())
+    fail("cannot resume dpo without a reference: the policy has no LoRA adapters to switch off, so pass the "
+         "frozen reference copy (full / freeze fine-tuning)");
+  RlCheckpointer ck(co, parts, info);
+  std::optional<RlState> resumed = ck.begin();
+  int64_t first_step = 1;
+  if (resumed) {
+    const json& t = resumed->trainer;
+    try {
+      epoch = t.at("epoch_index").get<int64_t>();
+      cursor = t.at("cursor").get<int64_t>();
+      order = t.at("order").get<std::vector<int64_t>>();
+      acc = Acc::from_json(t.at("acc"));
+      total_loss = t.at("total_loss").get<double>();
+    } catch (const json::exception& e) {
+      fail("cannot resume dpo: the checkpoint's llmtune_state.json trainer_state is incomplete (", e.what(), ")");
+    }
+    if (!order.empty() && int64_t(order.size()) != n)
+      fail("cannot resume dpo: the checkpoint was made with ", order.size(), " training pairs, this run has ", n,
+           " (use the same --train_file and max_seq_length)");
+    first_step = resumed->global_step + 1;
+  }
+
+  // Reference log-probs, once. They depend only on the reference weights (the base with the adapters
+  // off, or the frozen copy), never on the policy's updates, so a resumed run gets the same values.
+  const RefLogps ref_train = reference_logps(policy, ref, train_pairs, args.per_device_eval_batch_size);
+  RefLogps ref_eval;
+  if (!eval_pairs.empty()) ref_eval = reference_logps(policy, ref, eval_pairs, args.per_device_eval_batch_size);
+
+  bool replaying = false;
+  const std::function<void(const json&)> forward_log = [&](const json& e) {
+    if (!replaying && hooks.on_log) hooks.on_log(e);
+  };
+  MetricsLog metrics(args.output_dir, result.log_history, forward_log);
+  auto emit = [&](const json& e) { metrics.emit(e); };
+  if (resumed) {  // metrics.jsonl restarts from the checkpoint's history (later lines were the failed run's)
+    replaying = true;
+    for (const json& e : resumed->log_history) emit(e);
+    replaying = false;
+  }
+  auto run_eval = [&](int64_t step) {
+    if (eval_pairs.empty()) return;
+    emit(dpo_evaluate(policy, eval_pairs, ref_eval, args.loss, args.per_device_eval_batch_size).to_json(step));
+  };
+  auto state_at = [&](int64_t step) {
+    RlState st;
+    st.global_step = step;
+    st.epoch = double(epoch) + double(cursor) / double(micro_per_epoch);
+    st.log_history = result.log_history;
+    st.trainer = {{"epoch_index", epoch}, {"cursor", cursor}, {"order", order}, {"acc", acc.to_json()},
+                  {"total_loss", total_loss}};
+    return st;
+  };
+
+  if (!resumed) run_eval(0);
+
+  for (int64_t step = first_step; step <= max_steps; step++) {
     const double lr = sched.current_lr();
     double step_loss = 0;
     Acc s;
@@ -338,7 +409,7 @@ DpoTrainResult dpo_train(Model& policy, Model* ref, const std::vector<Preference
       acc = Acc{};
     }
     if ((args.eval_steps > 0 && step % args.eval_steps == 0) || last) run_eval(step);
-    if (args.save_steps > 0 && step % args.save_steps == 0 && !last) save_checkpoint(step);
+    ck.maybe_save(state_at(step));
   }
   result.steps = max_steps;
   result.train_loss = total_loss / double(max_steps);
@@ -348,6 +419,7 @@ DpoTrainResult dpo_train(Model& policy, Model* ref, const std::vector<Preference
             {"train_loss", result.train_loss},
             {"train_runtime", result.runtime_s},
             {"peak_rss_bytes", peak_rss_bytes()}});
+  ck.write_final_state(state_at(max_steps));
   return result;
 }
 

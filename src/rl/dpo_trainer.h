@@ -13,11 +13,14 @@
 //  * loss = mean over the pairs of a micro-batch, averaged over gradient_accumulation_steps micro-batches.
 //  * Evaluation reports TRL's eval_rewards/* plus eval_policy_accuracy = mean(logπθ(chosen) > logπθ(rejected))
 //    (the raw preference of the model, meaningful before training when the implicit rewards are all 0).
-//  * Checkpoints (save_steps) hold the weights/adapter, optimizer.safetensors and scheduler.json; resuming
-//    a DPO run is not supported yet.
+//  * Checkpoints (save_steps; also at the last step, as HF) and resume_from_checkpoint go through
+//    rl/rl_checkpoint.h: weights/adapter, optimizer, scheduler, RNGs, data cursor and logging accumulators,
+//    so a resumed run continues bit for bit. The reference log-probs are recomputed on resume (they depend
+//    only on the reference weights, which never change); the evaluation before training is not repeated.
 #pragma once
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -73,7 +76,10 @@ struct DpoArgs {
   int64_t warmup_steps = 0;
   int64_t logging_steps = 10;
   int64_t eval_steps = 0;  // 0: evaluate only before and after training
-  int64_t save_steps = 0;  // 0: no intermediate checkpoints
+  double save_steps = 0;  // 0: no checkpoints; >= 1 every N steps (and the last); (0, 1) a ratio of max_steps
+  std::optional<int64_t> save_total_limit;
+  std::string resume_from_checkpoint;  // "" | "true" (latest checkpoint-N in output_dir) | a checkpoint folder
+  bool overwrite_output_dir = false;   // a fresh run clears a previous run's checkpoints / metrics
   uint64_t seed = 42;
 };
 
@@ -84,6 +90,7 @@ struct DpoEval {
 
 struct DpoHooks {
   std::function<void(const std::string& dir)> save_model;  // adapter or full weights into a folder
+  std::function<void(const std::string& dir)> load_model_weights;  // resume: what save_model wrote, back
   std::function<void(const nlohmann::json& entry)> on_log;  // every metrics.jsonl entry
   std::function<void(int64_t step, int64_t max_steps, double loss)> on_step;
 };
@@ -101,7 +108,8 @@ struct DpoTrainResult {
 
 // Trains `policy` (its trainable params) with DPO. eval_pairs may be empty. Reference log-probs for both
 // sets are computed up front via reference_logps(policy, ref, ...). Writes output_dir/metrics.jsonl
-// (one JSON object a line) and checkpoint-N folders; the final save is the caller's.
+// (one JSON object a line), checkpoint-N folders and output_dir/trainer_state.json; the final save is the
+// caller's. Resuming a run without `ref` needs LoRA adapters (the reference is the base with them off).
 DpoTrainResult dpo_train(Model& policy, Model* ref, const std::vector<PreferencePair>& train_pairs,
                     const std::vector<PreferencePair>& eval_pairs, const DpoArgs& args, const DpoHooks& hooks);
 

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <functional>
 #include <numeric>
 
 #include "core/error.h"
@@ -19,6 +20,7 @@
 #include "train/clip.h"
 #include "train/optimizer.h"
 #include "train/scheduler.h"
+#include "train/trainer.h"
 
 namespace fs = std::filesystem;
 using nlohmann::json;
@@ -56,8 +58,9 @@ std::vector<PromptRow> parse_prompt_rows(std::string_view content, std::string_v
     r.ids = encode(r.prompt, true);
     if (r.ids.empty()) fail(name, ":", line, ": the prompt tokenises to nothing (and no BOS): nothing to generate from");
     if (context > 0 && int64_t(r.ids.size()) + max_new_tokens > context)
-      fail(name, ":", line, ": the prompt is ", r.ids.size(), " tokens; with max_new_tokens ", max_new_tokens,
-           " it exceeds the model's context of ", context, " tokens: shorten the prompt or max_new_tokens");
+      fail(name, ":", line, ": the prompt is ", r.ids.size(), " tokens; with max_completion_length ", max_new_tokens,
+           " it exceeds the model's context of ", context,
+           " tokens: shorten the prompt, lower max_completion_length or drop the line");
     rows.push_back(std::move(r));
   }
   if (rows.empty()) fail(name, ": no prompts");
@@ -69,43 +72,139 @@ std::vector<PromptRow> load_prompt_rows(const std::string& path, const EncodeFn&
   return parse_prompt_rows(read_file(path), path, encode, context, max_new_tokens);
 }
 
+int64_t grpo_max_steps(const GrpoArgs& args, int64_t num_prompts) {
+  if (args.max_steps > 0) return args.max_steps;
+  const int64_t P = std::max<int64_t>(args.prompts_per_step, 1);
+  return int64_t(std::ceil(args.num_train_epochs * double(num_prompts) / double(P)));
+}
+
+namespace {
+
+std::vector<float> ref_token_logps(Model& policy, Model* ref, Workspace& ws, const PackedBatch& pb, float temperature) {
+  if (ref) return forward_token_logps(*ref, ws, pb, nullptr, temperature);
+  const bool was = policy.adapters_enabled;
+  set_adapters_enabled(policy, false);
+  std::vector<float> out;
+  try {
+    out = forward_token_logps(policy, ws, pb, nullptr, temperature);
+  } catch (...) {
+    set_adapters_enabled(policy, was);
+    throw;
+  }
+  set_adapters_enabled(policy, was);
+  return out;
+}
+
+}  // namespace
+
 GrpoTrainResult grpo_train(Model& policy, Model* ref, const std::vector<PromptRow>& prompts,
                            const std::vector<RewardSpec>& rewards, const GrpoArgs& args, const GrpoHooks& hooks) {
   const double t0 = now_seconds();
   const int64_t G = args.num_generations, P = args.prompts_per_step;
   if (G < 2) fail("num_generations must be >= 2 (a group of one has no relative advantage)");
   if (P < 1) fail("prompts_per_step must be >= 1");
-  if (args.max_new_tokens < 1) fail("max_new_tokens must be >= 1");
-  if (args.max_steps < 1) fail("max_steps must be >= 1");
+  if (args.max_new_tokens < 1) fail("max_completion_length must be >= 1");
+  if (prompts.empty()) fail("grpo: no prompts");
+  if (rewards.empty()) fail("grpo: no reward given (--reward keyword:WORD | regex:RE | length:MIN:MAX | gsm8k | command:CMD | model:DIR)");
   if (!hooks.decode) fail("grpo_train: a decode hook is required");
+  const int64_t max_steps = grpo_max_steps(args, int64_t(prompts.size()));
+  if (max_steps < 1) fail("grpo: nothing to train (max_steps / num_train_epochs give 0 steps)");
+  for (const RewardSpec& r : rewards)
+    if (r.kind == RewardKind::gsm8k)
+      for (const PromptRow& p : prompts)
+        if (p.answer.empty())
+          fail("reward 'gsm8k': prompt line ", p.line, " has no \"answer\" field: give every prompt row the "
+               "expected answer");
+  if (args.loss.beta != 0 && !ref && lora_modules(policy).empty())
+    fail("grpo: beta ", args.loss.beta, " needs a reference model: train with LoRA (the reference is the base "
+         "with the adapters off) or pass a frozen reference copy");
 
   policy.sync_grad_buffers();
   policy.zero_grads();
   OptimizerConfig oc;
   oc.kind = parse_optimizer_name(args.optim);
   oc.weight_decay = args.weight_decay;
+  oc.beta1 = args.adam_beta1;
+  oc.beta2 = args.adam_beta2;
+  oc.eps = args.adam_epsilon;
   Optimizer opt = make_optimizer(policy, oc);
   if (opt.states.empty()) fail("grpo: the model has no trainable parameters (use lora, freeze or full)");
   LrScheduler sched;
   sched.kind = parse_scheduler_name(args.lr_scheduler_type);
   sched.base_lr = args.learning_rate;
-  sched.num_training_steps = args.max_steps;
-  sched.warmup_steps = args.warmup_steps;
-
-  GrpoTrainResult result;
-  MetricsLog metrics(args.output_dir, result.log_history, hooks.on_log);
-  auto emit = [&](const json& e) { metrics.emit(e); };
+  sched.num_training_steps = max_steps;
+  sched.warmup_steps = resolve_warmup_steps(args.warmup_steps, args.warmup_ratio, max_steps);
 
   Rng order_rng(args.seed);
   Rng dropout_rng(args.seed ^ 0x9e3779b97f4a7c15ULL);
   std::vector<int64_t> order;
   size_t cursor = 0;
+  GrpoTrainResult result;
+
+  // Checkpoints / resume (before metrics.jsonl is opened: a refused output_dir stays untouched).
+  RlCheckpointOptions co;
+  co.output_dir = args.output_dir;
+  co.save_steps = args.save_steps;
+  co.save_total_limit = args.save_total_limit;
+  co.resume_from_checkpoint = args.resume_from_checkpoint;
+  co.overwrite_output_dir = args.overwrite_output_dir;
+  RlCheckpointParts parts;
+  parts.trainer = "grpo";
+  parts.fingerprint = model_fingerprint(policy);
+  parts.optimizer = &opt;
+  parts.scheduler = &sched;
+  parts.rngs = {{"order", &order_rng}, {"dropout", &dropout_rng}};
+  parts.save_model = hooks.save_model;
+  parts.load_model_weights = hooks.load_model_weights;
+  RlRunInfo info;
+  info.max_steps = max_steps;
+  info.logging_steps = std::max<int64_t>(args.logging_steps, 1);
+  info.train_batch_size = P * G;
+  info.num_train_epochs = args.num_train_epochs;
+  RlCheckpointer ck(co, parts, info);
+  std::optional<RlState> resumed = ck.begin();
+  int64_t first_step = 1;
+  if (resumed) {
+    const nlohmann::json& t = resumed->trainer;
+    try {
+      cursor = t.at("cursor").get<size_t>();
+      order = t.at("order").get<std::vector<int64_t>>();
+      result.reward_mean = t.at("reward_mean").get<std::vector<double>>();
+    } catch (const nlohmann::json::exception& e) {
+      fail("cannot resume grpo: the checkpoint's llmtune_state.json trainer_state is incomplete (", e.what(), ")");
+    }
+    if (!order.empty() && order.size() != prompts.size())
+      fail("cannot resume grpo: the checkpoint was made with ", order.size(), " prompts, this run has ", prompts.size(),
+           " (use the same --train_file)");
+    first_step = resumed->global_step + 1;
+  }
+
+  bool replaying = false;
+  const std::function<void(const json&)> forward_log = [&](const json& e) {
+    if (!replaying && hooks.on_log) hooks.on_log(e);
+  };
+  MetricsLog metrics(args.output_dir, result.log_history, forward_log);
+  auto emit = [&](const json& e) { metrics.emit(e); };
+  if (resumed) {  // metrics.jsonl restarts from the checkpoint's history (later lines were the failed run's)
+    replaying = true;
+    for (const json& e : resumed->log_history) emit(e);
+    replaying = false;
+  }
+  auto state_at = [&](int64_t step) {
+    RlState st;
+    st.global_step = step;
+    st.epoch = double(step * P) / double(prompts.size());
+    st.log_history = result.log_history;
+    st.trainer = {{"cursor", cursor}, {"order", order}, {"reward_mean", result.reward_mean}};
+    return st;
+  };
+
   Workspace ws, ws_ref;
   GrpoLossOptions lo = args.loss;
   lo.max_completion_length = args.max_new_tokens;
   lo.gradient_accumulation_steps = 1;
 
-  for (int64_t step = 1; step <= args.max_steps; step++) {
+  for (int64_t step = first_step; step <= max_steps; step++) {
     const double lr = sched.current_lr();
     // Prompts of this step (reshuffled each pass over the data).
     std::vector<const PromptRow*> batch;
@@ -133,7 +232,7 @@ GrpoTrainResult grpo_train(Model& policy, Model* ref, const std::vector<PromptRo
 
     std::vector<RewardInput> rin;
     std::vector<ScoredSeq> seqs;
-    int64_t Tc = 1;
+    int64_t Tc = 1, clipped = 0;
     for (size_t i = 0; i < completions.size(); i++) {
       const PromptRow* p = batch[i / size_t(G)];
       rin.push_back({p->prompt, hooks.decode(completions[i]), p->answer});
@@ -143,8 +242,19 @@ GrpoTrainResult grpo_train(Model& policy, Model* ref, const std::vector<PromptRo
       s.prompt_len = int64_t(p->ids.size());
       seqs.push_back(std::move(s));
       Tc = std::max<int64_t>(Tc, int64_t(completions[i].size()));
+      const bool ended = !completions[i].empty() &&
+                         std::find(args.eos_ids.begin(), args.eos_ids.end(), completions[i].back()) != args.eos_ids.end();
+      clipped += !ended;
     }
-    const std::vector<float> r = compute_rewards(rewards, rin);
+    const std::vector<std::vector<float>> terms = compute_reward_terms(rewards, rin);
+    std::vector<float> r(rin.size(), 0.f);
+    for (size_t k = 0; k < rewards.size(); k++)
+      for (size_t i = 0; i < r.size(); i++)
+        r[i] += rewards[k].weight == 1.0 ? terms[k][i] : float(rewards[k].weight * double(terms[k][i]));
+    for (size_t i = 0; i < r.size(); i++)
+      if (!std::isfinite(r[i]))
+        fail("grpo: the weighted total reward of completion ", i, " at step ", step, " is ", r[i],
+             ": rewards must be finite");
     const GrpoAdvantages adv = grpo_advantages(r, G, args.scale_rewards);
 
     const PackedBatch pb = pack_sequences(seqs, policy, "GRPO batch");
@@ -156,22 +266,7 @@ GrpoTrainResult grpo_train(Model& policy, Model* ref, const std::vector<PromptRo
       return c;
     };
     std::vector<float> ref_c;
-    if (lo.beta != 0) {
-      std::vector<float> ref_full;
-      if (ref) {
-        ref_full = forward_token_logps(*ref, ws_ref, pb, nullptr, args.temperature);
-      } else {
-        set_adapters_enabled(policy, false);
-        try {
-          ref_full = forward_token_logps(policy, ws_ref, pb, nullptr, args.temperature);
-        } catch (...) {
-          set_adapters_enabled(policy, true);
-          throw;
-        }
-        set_adapters_enabled(policy, true);
-      }
-      ref_c = to_completion_layout(ref_full);
-    }
+    if (lo.beta != 0) ref_c = to_completion_layout(ref_token_logps(policy, ref, ws_ref, pb, args.temperature));
     const std::vector<float> logp = forward_token_logps(policy, ws, pb, &dropout_rng, args.temperature);
     const std::vector<float> logp_c = to_completion_layout(logp);
     std::vector<uint8_t> mask(size_t(B * Tc), 0);
@@ -180,7 +275,9 @@ GrpoTrainResult grpo_train(Model& policy, Model* ref, const std::vector<PromptRo
       for (int64_t j = 0; j < pb.completion_len[size_t(b)]; j++, tokens++) mask[size_t(b * Tc + j)] = 1;
     std::vector<float> d_c(size_t(B * Tc), 0.f);
     GrpoLossStats st = grpo_loss(lo, logp_c, {}, ref_c, adv.advantages, mask, B, Tc, d_c);
-    if (!std::isfinite(st.loss)) fail("grpo: the loss became ", st.loss, " at step ", step, ": lower learning_rate");
+    if (!std::isfinite(st.loss))
+      fail("grpo: the loss became ", st.loss, " at step ", step,
+           ": lower learning_rate (the last checkpoint, if any, is intact)");
     std::vector<float> d_full(logp.size(), 0.f);
     for (int64_t b = 0; b < B; b++)
       for (int64_t j = 0; j < pb.completion_len[size_t(b)]; j++) d_full[size_t(pb.pos(b, j))] = d_c[size_t(b * Tc + j)];
@@ -196,24 +293,46 @@ GrpoTrainResult grpo_train(Model& policy, Model* ref, const std::vector<PromptRo
     for (float x : r) var += (x - mean) * (x - mean);
     var /= double(std::max<size_t>(r.size() - 1, 1));
     result.reward_mean.push_back(mean);
-    if (step % std::max<int64_t>(args.logging_steps, 1) == 0 || step == args.max_steps)
-      emit(json{{"type", "train"},
-                {"step", step},
-                {"loss", st.loss},
-                {"learning_rate", lr},
-                {"grad_norm", gn},
-                {"reward", mean},
-                {"reward_std", std::sqrt(var)},
-                {"kl", st.mean_kl},
-                {"clip_ratio/region_mean", st.region_clip},
-                {"completions/mean_length", double(tokens) / double(B)},
-                {"elapsed_seconds", now_seconds() - t0}});
+    int64_t zero_std_groups = 0;
+    for (int64_t g = 0; g < P; g++) {
+      bool same = true;
+      for (int64_t i = 1; i < G; i++) same = same && r[size_t(g * G + i)] == r[size_t(g * G)];
+      zero_std_groups += same;
+    }
+    if (hooks.on_step) hooks.on_step(step, max_steps, st.loss, mean);
+    if (step % std::max<int64_t>(args.logging_steps, 1) == 0 || step == max_steps) {
+      json e{{"type", "train"},
+             {"step", step},
+             {"epoch", double(step * P) / double(prompts.size())},
+             {"loss", st.loss},
+             {"learning_rate", lr},
+             {"grad_norm", gn},
+             {"reward", mean},
+             {"reward_std", std::sqrt(var)},
+             {"frac_reward_zero_std", double(zero_std_groups) / double(P)},
+             {"kl", st.mean_kl},
+             {"clip_ratio/region_mean", st.region_clip},
+             {"clip_ratio/low_mean", st.low_clip},
+             {"clip_ratio/high_mean", st.high_clip},
+             {"completions/mean_length", double(tokens) / double(B)},
+             {"completions/clipped_ratio", double(clipped) / double(B)},
+             {"elapsed_seconds", now_seconds() - t0}};
+      for (size_t k = 0; k < rewards.size(); k++) {
+        double m = 0;
+        for (float x : terms[k]) m += x;
+        e["rewards/" + rewards[k].source + "/mean"] = m / double(terms[k].size());
+      }
+      emit(e);
+    }
+    ck.maybe_save(state_at(step));
   }
+  result.steps = max_steps;
   result.runtime_s = now_seconds() - t0;
   emit(json{{"type", "summary"},
-            {"step", args.max_steps},
+            {"step", max_steps},
             {"train_runtime", result.runtime_s},
             {"peak_rss_bytes", peak_rss_bytes()}});
+  ck.write_final_state(state_at(max_steps));
   return result;
 }
 

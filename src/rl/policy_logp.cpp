@@ -79,8 +79,12 @@ std::vector<float> forward_token_logps(Model& m, Workspace& ws, const PackedBatc
   return logp;
 }
 
-void backward_token_weights(Model& m, Workspace& ws, const PackedBatch& pb, std::span<const float> dlogp,
-                            Rng* dropout_rng, float temperature) {
+namespace {
+
+// The LM-head part of backward_token_weights: OVERWRITES ws.d_final with ∂L/∂h_final of the log-prob loss
+// (and accumulates the LM head's weight gradient).
+void lm_head_backward_to_d_final(Model& m, Workspace& ws, const PackedBatch& pb, std::span<const float> dlogp,
+                                 float temperature) {
   const int64_t N = pb.B * pb.T, E = m.cfg.hidden_size;
   LLMTUNE_CHECK(int64_t(dlogp.size()) == N, "backward_token_weights: dlogp has ", dlogp.size(), " values, expected ",
                 N);
@@ -99,6 +103,21 @@ void backward_token_weights(Model& m, Workspace& ws, const PackedBatch& pb, std:
     const float inv = 1.f / temperature;
     for (int64_t i = 0; i < N * E; i++) d[i] *= inv;
   }
+}
+
+}  // namespace
+
+void backward_token_weights(Model& m, Workspace& ws, const PackedBatch& pb, std::span<const float> dlogp,
+                            Rng* dropout_rng, float temperature) {
+  lm_head_backward_to_d_final(m, ws, pb, dlogp, temperature);
+  decoder_backward(m, ws, input_of(pb, dropout_rng));
+}
+
+void backward_token_weights_and_hidden(Model& m, Workspace& ws, const PackedBatch& pb, std::span<const float> dlogp,
+                                       const std::function<void(float* d_final)>& add_d_final, Rng* dropout_rng,
+                                       float temperature) {
+  lm_head_backward_to_d_final(m, ws, pb, dlogp, temperature);
+  if (add_d_final) add_d_final(ws.d_final.f32());
   decoder_backward(m, ws, input_of(pb, dropout_rng));
 }
 

@@ -3,6 +3,7 @@
 // math and the model. Rows are right-padded, so causal attention never lets padding reach a real token.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <span>
 #include <vector>
 
@@ -42,6 +43,15 @@ std::vector<float> forward_token_logps(Model& m, Workspace& ws, const PackedBatc
 // gradient of L where dL/dlogp at position i is dlogp[i] (size B·T; ignored off the completion).
 void backward_token_weights(Model& m, Workspace& ws, const PackedBatch& pb, std::span<const float> dlogp,
                             Rng* dropout_rng, float temperature = 1.f);
+
+// backward_token_weights plus a second loss on the final hidden states (a value head on h_final, PPO):
+// after the LM-head part has been written into ws.d_final (and scaled by 1/temperature), add_d_final(d)
+// ACCUMULATES that loss's ∂/∂h_final into d ([B·T, E] row-major, NOT temperature-scaled), then one
+// decoder_backward runs for both. With an add_d_final that adds nothing the gradients equal
+// backward_token_weights' bit for bit.
+void backward_token_weights_and_hidden(Model& m, Workspace& ws, const PackedBatch& pb, std::span<const float> dlogp,
+                                       const std::function<void(float* d_final)>& add_d_final, Rng* dropout_rng,
+                                       float temperature = 1.f);
 
 // Σ of the completion log-probs of each row.
 std::vector<float> completion_sums(const PackedBatch& pb, std::span<const float> token_logp);

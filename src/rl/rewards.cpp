@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "rl/reward_model.h"
 
 namespace llmtune::rl {
 
@@ -48,8 +49,18 @@ RewardSpec parse_reward_spec(const std::string& spec) {
     r.kind = RewardKind::command;
     if (rest.empty()) fail("reward '", spec, "': command needs a shell command, e.g. command:python3 score.py");
     r.text = rest;
+  } else if (kind == "model") {
+    r.kind = RewardKind::model;
+    if (rest.empty()) fail("reward '", spec, "': model needs a folder, e.g. model:outputs/reward_model");
+    r.text = rest;
+    try {
+      r.model = load_reward_model(rest);
+    } catch (const Error& e) {
+      fail("reward '", spec, "': ", e.what());
+    }
   } else {
-    fail("reward '", spec, "': unknown kind '", kind, "' (keyword:WORD, regex:PATTERN, length:MIN:MAX, gsm8k, command:CMD)");
+    fail("reward '", spec, "': unknown kind '", kind,
+         "' (keyword:WORD, regex:PATTERN, length:MIN:MAX, gsm8k, command:CMD, model:DIR)");
   }
   return r;
 }
@@ -96,8 +107,11 @@ std::vector<float> run_command(const RewardSpec& spec, const std::vector<RewardI
   while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
   const int status = pclose(p);
   unlink(path);
+  if (status != -1 && WIFSIGNALED(status))
+    fail("reward command '", spec.text, "' was killed by signal ", WTERMSIG(status),
+         ": fix the command; no update was made for this batch");
   if (status == -1 || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
-    fail("reward command '", spec.text, "' failed (exit status ", WIFEXITED(status) ? WEXITSTATUS(status) : -1,
+    fail("reward command '", spec.text, "' failed (exit status ", status != -1 && WIFEXITED(status) ? WEXITSTATUS(status) : -1,
          "): fix the command; no update was made for this batch");
   std::vector<float> r;
   size_t start = 0;
@@ -128,40 +142,64 @@ std::vector<float> run_command(const RewardSpec& spec, const std::vector<RewardI
 
 }  // namespace
 
-std::vector<float> compute_rewards(const std::vector<RewardSpec>& specs, const std::vector<RewardInput>& inputs) {
-  if (specs.empty()) fail("no reward given: pass --reward (keyword:WORD, regex:PATTERN, length:MIN:MAX, gsm8k, command:CMD)");
-  std::vector<float> total(inputs.size(), 0.f);
+std::vector<std::vector<float>> compute_reward_terms(const std::vector<RewardSpec>& specs,
+                                                     const std::vector<RewardInput>& inputs) {
+  if (specs.empty())
+    fail("no reward given: pass --reward (keyword:WORD, regex:PATTERN, length:MIN:MAX, gsm8k, command:CMD, model:DIR)");
+  std::vector<std::vector<float>> terms;
   for (const auto& spec : specs) {
+    std::vector<float> r(inputs.size(), 0.f);
     if (spec.kind == RewardKind::command) {
-      std::vector<float> r = run_command(spec, inputs);
-      for (size_t i = 0; i < r.size(); i++) total[i] += r[i];
-      continue;
-    }
-    std::regex re;
-    if (spec.kind == RewardKind::regex) re = std::regex(spec.text);
-    for (size_t i = 0; i < inputs.size(); i++) {
-      const std::string& resp = inputs[i].response;
-      float v = 0;
-      switch (spec.kind) {
-        case RewardKind::keyword: v = resp.find(spec.text) != std::string::npos; break;
-        case RewardKind::regex: v = std::regex_search(resp, re); break;
-        case RewardKind::length: v = int64_t(resp.size()) >= spec.min_len && int64_t(resp.size()) <= spec.max_len; break;
-        case RewardKind::gsm8k: {
-          if (inputs[i].answer.empty())
-            fail("reward 'gsm8k': prompt ", i, " has no \"answer\" field to compare with");
-          std::string want = inputs[i].answer.find("####") != std::string::npos ? gsm8k_final_answer(inputs[i].answer)
-                                                                                 : inputs[i].answer;
-          std::string got = gsm8k_final_answer(resp);
-          v = !got.empty() && got == want;
-          break;
+      r = run_command(spec, inputs);
+    } else if (spec.kind == RewardKind::model) {
+      if (!spec.model) fail("reward '", spec.source, "': the reward model is not loaded (use parse_reward_spec)");
+      r = score_with_reward_model(*spec.model, inputs, spec.source);
+    } else {
+      std::regex re;
+      if (spec.kind == RewardKind::regex) re = std::regex(spec.text);
+      for (size_t i = 0; i < inputs.size(); i++) {
+        const std::string& resp = inputs[i].response;
+        float v = 0;
+        switch (spec.kind) {
+          case RewardKind::keyword: v = resp.find(spec.text) != std::string::npos; break;
+          case RewardKind::regex: v = std::regex_search(resp, re); break;
+          case RewardKind::length: v = int64_t(resp.size()) >= spec.min_len && int64_t(resp.size()) <= spec.max_len; break;
+          case RewardKind::gsm8k: {
+            if (inputs[i].answer.empty())
+              fail("reward 'gsm8k': prompt ", i, " of the batch has no \"answer\" field to compare with (give every "
+                   "prompt row an \"answer\")");
+            std::string want = inputs[i].answer.find("####") != std::string::npos ? gsm8k_final_answer(inputs[i].answer)
+                                                                                   : inputs[i].answer;
+            std::string got = gsm8k_final_answer(resp);
+            v = !got.empty() && got == want;
+            break;
+          }
+          case RewardKind::command:
+          case RewardKind::model: break;
         }
-        case RewardKind::command: break;
+        r[i] = v;
       }
-      total[i] += v;
     }
+    for (size_t i = 0; i < r.size(); i++)
+      if (!std::isfinite(r[i]))
+        fail("reward '", spec.source, "' gave ", r[i], " for response ", i, " of the batch: rewards must be finite");
+    terms.push_back(std::move(r));
+  }
+  return terms;
+}
+
+std::vector<float> compute_rewards(const std::vector<RewardSpec>& specs, const std::vector<RewardInput>& inputs) {
+  const std::vector<std::vector<float>> terms = compute_reward_terms(specs, inputs);
+  std::vector<float> total(inputs.size(), 0.f);
+  for (size_t k = 0; k < specs.size(); k++) {
+    const bool unit = specs[k].weight == 1.0;
+    for (size_t i = 0; i < total.size(); i++)
+      total[i] += unit ? terms[k][i] : float(specs[k].weight * double(terms[k][i]));
   }
   for (size_t i = 0; i < total.size(); i++)
-    if (!std::isfinite(total[i])) fail("reward of response ", i, " is ", total[i], ": rewards must be finite");
+    if (!std::isfinite(total[i]))
+      fail("the total reward of response ", i, " of the batch is ", total[i],
+           " (the weighted sum overflowed): rewards must be finite");
   return total;
 }
 

@@ -8,9 +8,14 @@
 //   gsm8k                   1 if the number after the response's last "####" equals the row's "answer"
 //                           (its own "####" part when present), commas stripped, else 0
 //   command:SHELL COMMAND   runs the command once per batch through /bin/sh
-// Errors (clear, naming the spec / line): a command that exits non-zero, prints fewer/more lines than
-// responses, a non-number or a NaN/inf; an invalid regex; gsm8k without "answer" fields.
+//   model:DIR               a reward model (`llmtune train --task reward` output: a seq-cls model folder or
+//                           a SEQ_CLS LoRA adapter folder naming its base), loaded once when the spec is
+//                           parsed; scores prompt ⊕ response (rl/reward_model.h)
+// Errors (clear, naming the spec / line): a command that exits non-zero or is killed, prints fewer/more
+// lines than responses, a non-number or a NaN/inf; an invalid regex; gsm8k without "answer" fields; a
+// reward model that is not one, or whose output is not finite; any spec giving a non-finite reward.
 #pragma once
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -20,18 +25,26 @@ struct RewardInput {
   std::string prompt, response, answer;  // answer: the dataset's "answer" field ("" if absent)
 };
 
-enum class RewardKind { keyword, regex, length, gsm8k, command };
+enum class RewardKind { keyword, regex, length, gsm8k, command, model };
+
+struct RewardModel;  // rl/reward_model.h
 
 struct RewardSpec {
   RewardKind kind = RewardKind::keyword;
-  std::string text;          // keyword / regex pattern / command line
+  std::string text;          // keyword / regex pattern / command line / reward model folder
   int64_t min_len = 0, max_len = 0;
   std::string source;        // the spec as given (for error messages)
+  double weight = 1.0;       // TRL reward_weights: the total is Σ weight·reward
+  std::shared_ptr<RewardModel> model;  // kind model: loaded once, shared by copies of the spec
 };
 
 RewardSpec parse_reward_spec(const std::string& spec);
 
-// One reward per input, summed over the specs. Fails on a non-finite result.
+// Each spec's rewards (unweighted), one vector per spec, each one value per input. Fails, naming the
+// spec, on a non-finite value.
+std::vector<std::vector<float>> compute_reward_terms(const std::vector<RewardSpec>& specs,
+                                                     const std::vector<RewardInput>& inputs);
+// One reward per input: Σ_spec weight·reward (TRL sums its reward_funcs). Fails on a non-finite result.
 std::vector<float> compute_rewards(const std::vector<RewardSpec>& specs, const std::vector<RewardInput>& inputs);
 
 // The number after the last "####" (commas and spaces stripped); "" if none.

@@ -3,6 +3,7 @@
 #include "train/seqcls.h"
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <limits>
 
@@ -45,14 +46,18 @@ void add_batch_stats(WindowLoss& w, const Batch& b) {
 }  // namespace
 
 std::vector<Sample> classification_samples(const ClassificationDataset& ds) {
-  if (ds.regression) fail(ds.source, ": regression targets are not supported by the trainer yet (use integer or named labels)");
   std::vector<Sample> out;
   out.reserve(ds.samples.size());
   for (const ClassificationSample& s : ds.samples) {
     Sample x;
     x.ids = s.ids;
     x.labels.assign(s.ids.size(), kIgnore);
-    x.labels.back() = s.label;
+    if (ds.regression) {
+      if (!std::isfinite(s.target)) fail(ds.source, ":", s.line, ": regression target ", s.target, " is not finite");
+      x.labels.back() = std::bit_cast<int32_t>(s.target);
+    } else {
+      x.labels.back() = s.label;
+    }
     out.push_back(std::move(x));
   }
   return out;
@@ -76,6 +81,13 @@ int32_t row_label(const Batch& batch, int64_t b) {
   for (int64_t t = batch.T - 1; t >= 0; t--)
     if (batch.labels[size_t(b * batch.T + t)] != kIgnore) return batch.labels[size_t(b * batch.T + t)];
   return kIgnore;
+}
+
+float row_target(const Batch& batch, int64_t b) {
+  const int32_t bits = row_label(batch, b);
+  const float t = std::bit_cast<float>(bits);
+  if (bits == kIgnore || !std::isfinite(t)) fail("internal: batch row ", b, " carries no regression target");
+  return t;
 }
 
 Batch split_pair_batch(const Batch& pairs, int32_t pad_id) {
@@ -135,6 +147,31 @@ WindowLoss classification_window_loss(Model& m, Workspace& ws, std::span<const B
     // The CE is a mean over this batch's n rows; scaled by n / window rows it becomes the window mean.
     const double mean = classification_ce_loss(head, ws, out, labels.data(), float(double(n) / double(w.tokens)), true);
     w.loss_sum += mean * double(n);
+    decoder_backward(m, ws, in);
+  }
+  return w;
+}
+
+WindowLoss regression_window_loss(Model& m, Workspace& ws, std::span<const Batch> window, Rng* dropout_rng) {
+  WindowLoss w;
+  for (const Batch& b : window) {
+    w.tokens += b.B;
+    add_batch_stats(w, b);
+  }
+  if (w.tokens == 0) return w;
+  const ClassificationHead head = classification_head(m);
+  if (head.num_labels != 1)
+    fail("regression rows carry one number but the head has ", head.num_labels, " outputs (num_labels must be 1)");
+  for (const Batch& b : window) {
+    if (b.B == 0) continue;
+    std::vector<float> targets(size_t(b.B));
+    for (int64_t r = 0; r < b.B; r++) targets[size_t(r)] = row_target(b, r);
+    const DecoderInput in = input_of(b, dropout_rng);
+    decoder_forward(m, ws, in);
+    const HeadOutput out = head_forward(head, ws, b.segment_ids.data());
+    // MSE is a mean over this batch's rows; scaled by B / window rows it becomes the window mean.
+    const double mean = regression_mse_loss(head, ws, out, targets.data(), float(double(b.B) / double(w.tokens)), true);
+    w.loss_sum += mean * double(b.B);
     decoder_backward(m, ws, in);
   }
   return w;
@@ -246,6 +283,58 @@ nlohmann::json classification_metrics(const ClassificationEval& e, const std::ve
           {"confusion_matrix", cm}};
 }
 
+RegressionEval evaluate_regression(Model& m, Workspace& ws, const DataLoader& loader) {
+  RegressionEval e;
+  const ClassificationHead head = classification_head(m);
+  if (head.num_labels != 1)
+    fail("regression rows carry one number but the head has ", head.num_labels, " outputs (num_labels must be 1)");
+  for (int64_t i = 0; i < loader.num_batches_per_epoch(); i++) {
+    const Batch b = loader.get(0, i);
+    const std::vector<float> z = batch_logits(m, ws, b);
+    for (int64_t r = 0; r < b.B; r++) {
+      e.targets.push_back(row_target(b, r));
+      e.predicted.push_back(z[size_t(r)]);
+    }
+  }
+  return e;
+}
+
+nlohmann::json regression_metrics(const RegressionEval& e) {
+  const size_t n = e.targets.size();
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  double se = 0, ae = 0, mt = 0, mp = 0;
+  for (size_t i = 0; i < n; i++) {
+    const double d = double(e.predicted[i]) - double(e.targets[i]);
+    se += d * d;
+    ae += std::fabs(d);
+    mt += e.targets[i];
+    mp += e.predicted[i];
+  }
+  if (n) {
+    mt /= double(n);
+    mp /= double(n);
+  }
+  double vt = 0, vp = 0, cov = 0;  // sums of squares about the means (two-pass: no cancellation)
+  for (size_t i = 0; i < n; i++) {
+    const double a = double(e.targets[i]) - mt, b = double(e.predicted[i]) - mp;
+    vt += a * a;
+    vp += b * b;
+    cov += a * b;
+  }
+  const double mse = n ? se / double(n) : nan;
+  nlohmann::json j = {{"samples", int64_t(n)},
+                      {"mse", mse},
+                      {"rmse", std::sqrt(mse)},
+                      {"mae", n ? ae / double(n) : nan},
+                      {"loss", mse},
+                      {"target_mean", n ? mt : nan},
+                      {"target_std", n ? std::sqrt(vt / double(n)) : nan},
+                      {"baseline_mse", n ? vt / double(n) : nan}};
+  // Pearson r is undefined when either side is constant: JSON null rather than a made-up 0.
+  j["pearson_r"] = vt > 0 && vp > 0 ? nlohmann::json(cov / std::sqrt(vt * vp)) : nlohmann::json(nullptr);
+  return j;
+}
+
 RewardEval evaluate_reward(Model& m, Workspace& ws, const DataLoader& loader) {
   RewardEval e;
   const ClassificationHead head = classification_head(m);
@@ -277,6 +366,11 @@ nlohmann::json classification_eval_entry(Model& m, Workspace& ws, const DataLoad
   const ClassificationEval e = evaluate_classification(m, ws, loader);
   const nlohmann::json j = classification_metrics(e, m.cfg.id2label);
   return {{"eval_loss", e.loss}, {"eval_accuracy", j["accuracy"]}, {"eval_macro_f1", j["macro_f1"]}};
+}
+
+nlohmann::json regression_eval_entry(Model& m, Workspace& ws, const DataLoader& loader) {
+  const nlohmann::json j = regression_metrics(evaluate_regression(m, ws, loader));
+  return {{"eval_loss", j["mse"]}, {"eval_rmse", j["rmse"]}, {"eval_mae", j["mae"]}, {"eval_pearson_r", j["pearson_r"]}};
 }
 
 nlohmann::json reward_eval_entry(Model& m, Workspace& ws, const DataLoader& loader) {

@@ -125,6 +125,17 @@ TEST(Options, Lists) {
   EXPECT_NE(error_of(c, {"--output_dir", "o", "--target_modules", "[\"a\","}).find("JSON"), std::string::npos);
 }
 
+TEST(Options, RepeatedListFlagsAppend) {
+  auto c = train_spec();
+  auto o = parse(c, {"--output_dir", "o", "--target_modules", "q_proj", "--target_modules", "v_proj,k_proj",
+                     "--layers_to_transform", "1", "--layers_to_transform", "[4]"});
+  EXPECT_EQ(o.get_string_list("target_modules"), (std::vector<std::string>{"q_proj", "v_proj", "k_proj"}));
+  EXPECT_EQ(o.get_int_list("layers_to_transform"), (std::vector<int64_t>{1, 4}));
+  // A scalar option given twice: the last one wins, as before.
+  o = parse(c, {"--output_dir", "a", "--output_dir", "b"});
+  EXPECT_EQ(o.get_string("output_dir"), "b");
+}
+
 TEST(Options, UnknownKeySuggestsNearest) {
   auto c = train_spec();
   EXPECT_EQ(error_of(c, {"--lerning_rate", "1e-4"}),

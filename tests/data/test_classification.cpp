@@ -89,7 +89,10 @@ TEST(DataClassification, LabelErrorsNameTheLine) {
   expect_error([&] { cls("{\"text\":\"a\",\"label\":\"x\"}\n{\"text\":\"b\",\"label\":\"y\"}\n{\"text\":\"c\",\"label\":\"z\"}\n", opt); },
                {"d.jsonl:3", "\"z\"", "num_labels is 2"});
   expect_error([] { cls("{\"text\":\"a\",\"label\":-1}\n"); }, {"d.jsonl:1", "negative"});
-  expect_error([] { cls("{\"text\":\"a\",\"label\":0.5}\n"); }, {"d.jsonl:1", "regression"});
+  expect_error([] { cls("{\"text\":\"a\",\"label\":0}\n{\"text\":\"b\",\"label\":0.5}\n"); },
+               {"d.jsonl:2", "label 0.5 must be an integer class id", "regression head: num_labels 1"});
+  expect_error([] { cls("{\"text\":\"a\",\"label\":1.0}\n"); }, {"d.jsonl:1", "integer class id"});
+  expect_error([] { cls("{\"text\":\"a\",\"label\":false}\n"); }, {"d.jsonl:1", "label false must be"});
   expect_error([] { cls("{\"text\":\"a\"}\n"); }, {"d.jsonl:1", "no \"label\" field"});
   expect_error([] { cls("{\"label\":1}\n"); }, {"d.jsonl:1", "no \"text\" field"});
   expect_error([] { cls("{\"text\":\"a\",\"label\":1}\nnot json\n"); }, {"d.jsonl:2", "not valid JSON"});
@@ -114,7 +117,13 @@ TEST(DataClassification, EosTruncationAndRegression) {
   EXPECT_EQ(r.num_labels, 1);
   EXPECT_FLOAT_EQ(r.samples[0].target, 0.25f);
   EXPECT_FLOAT_EQ(r.samples[1].target, 3.f);
-  expect_error([&] { cls("{\"text\":\"a\",\"label\":\"pos\"}\n", reg); }, {"d.jsonl:1", "must be a number"});
+  expect_error([&] { cls("{\"text\":\"a\",\"label\":\"pos\"}\n", reg); },
+               {"d.jsonl:1", "must be a number", "class names need a classification head"});
+  expect_error([&] { cls("{\"text\":\"a\",\"label\":1}\n{\"text\":\"b\",\"label\":true}\n", reg); },
+               {"d.jsonl:2", "label true must be a number"});
+  expect_error([&] { cls("{\"text\":\"a\",\"label\":1e39}\n", reg); }, {"d.jsonl:1", "not a finite number"});
+  reg.num_labels = 2;
+  expect_error([&] { cls("{\"text\":\"a\",\"label\":1}\n", reg); }, {"num_labels 1"});
 }
 
 TEST(DataClassification, SentimentDataLoads) {

@@ -124,3 +124,22 @@ TEST(SwiGlu, GradientsMatchFiniteDifferences) {
   swiglu_backward(nullptr, only_up.data(), g.data(), gate.data(), up.data(), n);
   EXPECT_EQ(only_up, dup);
 }
+
+// accumulate = false overwrites the gradient (the decoder skips its zero-fill): equal to
+// accumulating into zeros, whatever the buffer held before.
+TEST(Activation, BackwardOverwriteEqualsAccumulateIntoZeros) {
+  const int64_t n = 1000;  // not a multiple of 16: the masked tail too
+  auto x = random_vec(size_t(n), 21, 5.0f), g = random_vec(size_t(n), 22), up = random_vec(size_t(n), 23);
+  for (Activation act : kAll) {
+    std::vector<float> over = random_vec(size_t(n), 24), acc(static_cast<size_t>(n), 0.f);
+    activation_backward(over.data(), g.data(), x.data(), n, act, false);
+    activation_backward(acc.data(), g.data(), x.data(), n, act);
+    EXPECT_EQ(over, acc) << int(act);
+  }
+  std::vector<float> dg = random_vec(size_t(n), 25), du = random_vec(size_t(n), 26);
+  std::vector<float> dg0(static_cast<size_t>(n), 0.f), du0(static_cast<size_t>(n), 0.f);
+  swiglu_backward(dg.data(), du.data(), g.data(), x.data(), up.data(), n, false);
+  swiglu_backward(dg0.data(), du0.data(), g.data(), x.data(), up.data(), n);
+  EXPECT_EQ(dg, dg0);
+  EXPECT_EQ(du, du0);
+}

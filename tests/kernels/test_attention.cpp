@@ -1,6 +1,7 @@
 // Attention kernels: blocked fast path vs the full-matrix reference (forward and backward) over GQA,
 // segment masks, KV-cache decode; packing/padding equivalences; finite-difference gradients.
 #include <gtest/gtest.h>
+#include <omp.h>
 
 #include <algorithm>
 #include <cmath>
@@ -352,4 +353,30 @@ TEST(Attention, GradientsMatchFiniteDifferences) {
             << name << "[" << i << "] segments=" << with_segments;
       }
   }
+}
+
+// The backward splits a (batch row, kv head) item over query ranges when there are fewer items than
+// threads (per-range dK/dV buffers, summed in order): every thread count gives the reference result.
+TEST(Attention, BackwardSplitAcrossThreadsMatchesReference) {
+  const int saved = omp_get_max_threads();
+  uint64_t seed = 300;
+  for (int threads : {1, 2, 3, 5})
+    for (auto [B, Hkv] : {std::pair<int64_t, int64_t>{1, 1}, {3, 1}, {1, 2}}) {
+      omp_set_num_threads(threads);
+      AttentionDims d;
+      d.B = B, d.Tq = 150, d.Tk = 150, d.H = 4, d.Hkv = Hkv, d.D = 24;
+      SCOPED_TRACE(testing::Message() << "threads=" << threads);
+      compare_fast_and_reference(d, Segments::Packed, seed++);
+      d.Tq = 100;  // queries are the last 100 of 150 positions (a cache offset)
+      compare_fast_and_reference(d, Segments::None, seed++);
+    }
+  omp_set_num_threads(saved);
+}
+
+// Pythia-sized heads (D = 64, several key blocks of the forward and rows longer than one GEMM tile).
+TEST(Attention, LongRowsMatchReference) {
+  AttentionDims d;
+  d.B = 1, d.Tq = 300, d.Tk = 300, d.H = 2, d.Hkv = 2, d.D = 64;
+  compare_fast_and_reference(d, Segments::None, 400);
+  compare_fast_and_reference(d, Segments::Packed, 401);
 }

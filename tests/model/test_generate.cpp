@@ -12,6 +12,7 @@
 #include "model/decoder.h"
 #include "model/generate.h"
 #include "model/model.h"
+#include "model/quantize_model.h"
 
 using namespace llmtune;
 using namespace llmtune::testing;
@@ -201,5 +202,109 @@ TEST(Generate, PositionsBeyondContextFailCleanly) {
     small.init(m, 1, 2);
     std::vector<int32_t> ids = {1, 2, 3}, pos = {0, 1, 2};
     EXPECT_THROW(decoder_forward_cached(m, small, ws, ids.data(), pos.data(), nullptr, 3, logits.data()), Error);
+  }
+}
+
+namespace {
+
+// Runs the same token sequence through a fast and a generic cache in lockstep (prompt pass, then one
+// token per row at a time along the fast path's greedy choice) and returns the worst relative logits
+// difference over all steps.
+double fast_vs_generic_logits(Model& m, const std::vector<std::vector<int32_t>>& prompts, int steps) {
+  const int64_t B = int64_t(prompts.size()), V = m.cfg.vocab_size;
+  int64_t P = 0;
+  for (auto& p : prompts) P = std::max<int64_t>(P, int64_t(p.size()));
+  KVCache fast, generic;
+  fast.init(m, B, P + steps);
+  generic.init(m, B, P + steps);
+  generic.fast = false;
+  Workspace ws_fast, ws_generic;
+  std::vector<int32_t> ids(size_t(B * P)), pos(size_t(B * P)), seg(size_t(B * P)),
+      next_pos(static_cast<size_t>(B));
+  for (int64_t b = 0; b < B; b++) {  // left padding, as generate() lays out a batch
+    const auto& p = prompts[size_t(b)];
+    const int64_t pad = P - int64_t(p.size());
+    for (int64_t t = 0; t < P; t++) {
+      ids[size_t(b * P + t)] = t < pad ? p[0] : p[size_t(t - pad)];
+      pos[size_t(b * P + t)] = t < pad ? 0 : int32_t(t - pad);
+      seg[size_t(b * P + t)] = t < pad ? -1 : 0;
+    }
+    next_pos[size_t(b)] = int32_t(p.size());
+  }
+  std::vector<float> lf(size_t(B * V)), lg(size_t(B * V));
+  decoder_forward_cached(m, fast, ws_fast, ids.data(), pos.data(), seg.data(), P, lf.data());
+  decoder_forward_cached(m, generic, ws_generic, ids.data(), pos.data(), seg.data(), P, lg.data());
+  double worst = rel_err(lf.data(), lg.data(), B * V);
+  std::vector<int32_t> tok(static_cast<size_t>(B)), tpos(static_cast<size_t>(B)), tseg(static_cast<size_t>(B), 0);
+  for (int s = 0; s < steps; s++) {
+    for (int64_t b = 0; b < B; b++) {
+      tok[size_t(b)] = int32_t(std::max_element(lf.begin() + b * V, lf.begin() + (b + 1) * V) - (lf.begin() + b * V));
+      tpos[size_t(b)] = next_pos[size_t(b)]++;
+    }
+    decoder_forward_cached(m, fast, ws_fast, tok.data(), tpos.data(), tseg.data(), 1, lf.data());
+    decoder_forward_cached(m, generic, ws_generic, tok.data(), tpos.data(), tseg.data(), 1, lg.data());
+    worst = std::max(worst, rel_err(lf.data(), lg.data(), B * V));
+  }
+  return worst;
+}
+
+// Frozen linear weights to bf16 in place (what --bf16 does; train/precision.h is not linked here).
+void linears_to_bf16(Model& m) {
+  for (LinearModule* l : m.linears()) {
+    if (l->weight == m.embed || l->weight->value.dtype != DType::F32) continue;
+    Tensor t = Tensor::zeros(l->weight->value.shape, DType::BF16);
+    convert_f32_to_bf16(l->weight->value.f32(), t.as<uint16_t>(), size_t(t.numel()));
+    l->weight->value = t;
+  }
+}
+
+}  // namespace
+
+// The fast decode path (GEMV linears, cached attention, shared scratch) gives the generic path's
+// tokens on every architecture, batched with padding, and beyond kGemvMaxRows rows (the GEMM fallback).
+// (The models are too small for the parallel GEMV path; tests/kernels/test_gemv.cpp covers it.)
+TEST(Generate, FastDecodeEqualsGenericPath) {
+  OneThread one_thread;
+  for (const char* name : kArchCases) {
+    SCOPED_TRACE(name);
+    Model m = load_model(golden_dir(name));
+    std::vector<std::vector<int32_t>> prompts = {prompt_of(3, 0), prompt_of(11, 1), prompt_of(1, 2)};
+    GenerateOptions fast = greedy(16), generic = greedy(16);
+    generic.fast_decode = false;
+    EXPECT_EQ(generate(m, prompts, fast), generate(m, prompts, generic));
+    EXPECT_LE(fast_vs_generic_logits(m, prompts, 12), 1e-5);
+  }
+  Model m = load_model(golden_dir("llama_gqa_untied"));
+  std::vector<std::vector<int32_t>> many;
+  for (int i = 0; i < 10; i++) many.push_back(prompt_of(2 + i, i));
+  EXPECT_LE(fast_vs_generic_logits(m, many, 4), 1e-5);
+}
+
+// bf16 weights and k-bit (NF4 with double quant, LLM.int8) weights: the GEMV kernels follow the same
+// numerics as the linear kernels, so the logits agree to accumulation-order noise (bf16: a changed
+// rounding of an activation to bf16 moves a logit by ~2^-9 relative at most, hence the looser bound).
+TEST(Generate, FastDecodeBf16AndQuantizedWeights) {
+  OneThread one_thread;
+  for (const char* name : {"llama_gqa_untied", "neox_parallel"}) {
+    SCOPED_TRACE(name);
+    std::vector<std::vector<int32_t>> prompts = {prompt_of(5, 0), prompt_of(9, 1)};
+    {
+      Model m = load_model(golden_dir(name));
+      linears_to_bf16(m);
+      EXPECT_LE(fast_vs_generic_logits(m, prompts, 8), 1e-2) << "bf16";
+    }
+    for (int mode = 0; mode < 2; mode++) {
+      Model m = load_model(golden_dir(name));
+      QuantizeOptions q;
+      if (mode == 0) {
+        q.load_in_4bit = true;
+        q.bnb_4bit_quant_type = Quant4Type::NF4;
+        q.bnb_4bit_use_double_quant = true;
+      } else {
+        q.load_in_8bit = true;
+      }
+      quantize_model(m, q);
+      EXPECT_LE(fast_vs_generic_logits(m, prompts, 8), 1e-5) << (mode == 0 ? "nf4" : "int8");
+    }
   }
 }

@@ -1,7 +1,9 @@
 // Tests of HF-order logits processing and next-token choice (model/sampling.h).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <limits>
 #include <vector>
 
@@ -118,6 +120,46 @@ TEST(Sampling, TopPRemovesLowTail) {
   EXPECT_EQ(run(0.4f), (std::vector<bool>{false, false, true, false}));  // 0.6: only the top remains
   EXPECT_EQ(run(0.01f), (std::vector<bool>{false, false, true, false}));  // top one always kept
   EXPECT_EQ(run(1.0f), (std::vector<bool>{true, true, true, true}));
+}
+
+// apply_top_p removes the low tail without sorting it; the result equals the plain algorithm (sort
+// everything ascending, remove while the cumulative probability is <= 1 - top_p, keep the top one) on
+// peaked, flat and tied distributions with -inf entries.
+TEST(Sampling, TopPEqualsFullSortReference) {
+  auto reference = [](std::vector<float> l, float top_p) {
+    std::vector<int32_t> order(l.size());
+    for (size_t i = 0; i < l.size(); i++) order[i] = int32_t(i);
+    std::stable_sort(order.begin(), order.end(), [&](int32_t a, int32_t b) { return l[size_t(a)] < l[size_t(b)]; });
+    const double mx = l[size_t(order.back())];
+    double total = 0, cum = 0;
+    for (float s : l) total += std::exp(double(s) - mx);
+    for (size_t i = 0; i + 1 < order.size(); i++) {
+      cum += std::exp(double(l[size_t(order[i])]) - mx) / total;
+      if (cum <= 1.0 - double(top_p)) l[size_t(order[i])] = -kInf;
+      else break;
+    }
+    return kept(l);
+  };
+  uint64_t state = 12345;
+  auto uniform = [&] {
+    state = state * 6364136223846793005ull + 1442695040888963407ull;
+    return float(state >> 40) / 16777216.0f;
+  };
+  for (int shape = 0; shape < 3; shape++) {
+    std::vector<float> l(5000);
+    for (size_t i = 0; i < l.size(); i++) {
+      if (shape == 0) l[i] = 12.f * uniform() * uniform() * uniform();  // a few large, a long tail
+      else if (shape == 1) l[i] = 0.01f * uniform();                    // nearly flat
+      else l[i] = float(int(4 * uniform()));                            // many ties
+      if (i % 97 == 3) l[i] = -kInf;
+    }
+    for (float top_p : {0.3f, 0.9f, 0.99f, 0.999f}) {
+      SCOPED_TRACE(testing::Message() << "shape " << shape << " top_p " << top_p);
+      std::vector<float> fast = l;
+      apply_top_p(fast, top_p);
+      EXPECT_EQ(kept(fast), reference(l, top_p));
+    }
+  }
 }
 
 TEST(Sampling, TopKThenTopPOnTheKeptSet) {

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "core/error.h"
 #include "core/threads.h"
 #include "data/classification.h"
 #include "data/loader.h"
@@ -131,6 +132,108 @@ TEST(SeqClsTrain, WindowLossIsTheWindowMeanWhateverTheMicroBatching) {
   for (int64_t r = 0; r < b.B; r++) EXPECT_EQ(row_label(b, r), ds.samples[size_t(r)].label);
 }
 
+// Regression (num_labels 1): float targets travel exactly through Batch::labels, the window loss is the MSE
+// of the head's outputs over the window's rows (HF MSELoss), whatever the micro-batching, and eval's
+// metrics are the plain formulas.
+TEST(SeqClsTrain, RegressionTargetsTravelExactlyAndWindowLossIsTheMse) {
+  set_num_threads(1);
+  Env env;
+  std::string jsonl;
+  const float targets[] = {0.75f, -1.25f, 3.1415926f, 0.f, -0.001f, 1e-8f, 2.5f, -7.f, 0.3f, 1.f};
+  const char* texts[] = {"Great phone.", "Awful.", "Works fine, I guess", "ok", "Terrible battery life",
+                         "Loved it!", "meh", "Never again.", "Good value for money.", "It broke."};
+  for (int i = 0; i < 10; i++) jsonl += nlohmann::json{{"text", texts[i]}, {"label", targets[i]}}.dump() + "\n";
+  ClassificationOptions co;
+  co.regression = true;
+  ClassificationDataset ds = parse_classification_jsonl(jsonl, "reg.jsonl", env.enc, env.tids, co);
+  std::vector<Sample> samples = classification_samples(ds);
+  Batch all = collate(samples, env.pad());
+  for (int64_t r = 0; r < all.B; r++) EXPECT_EQ(row_target(all, r), targets[r]) << r;  // bit-exact
+
+  SeqClsOptions so;
+  so.num_labels = 1;
+  so.problem_type = "regression";
+  so.seed = 7;
+  Model m = load_model_for_classification(kModel, so);
+  EXPECT_EQ(resolve_problem_type(m.cfg), "regression");
+  FreezeOptions fo;
+  fo.method = "full";
+  apply_freeze_policy(m, fo);
+  Workspace ws;
+  // The window loss against the formula on the head's outputs.
+  const std::vector<float> z = batch_logits(m, ws, all);
+  double mse = 0;
+  for (int i = 0; i < 10; i++) mse += (double(z[size_t(i)]) - targets[i]) * (double(z[size_t(i)]) - targets[i]) / 10.0;
+  auto grads = [&](std::vector<std::vector<Sample>> parts, double* loss) {
+    std::vector<Batch> window;
+    for (auto& p : parts) window.push_back(collate(p, env.pad()));
+    m.zero_grads();
+    WindowLoss w = regression_window_loss(m, ws, window, nullptr);
+    EXPECT_EQ(w.tokens, 10);
+    *loss = w.loss();
+    std::vector<float> g;
+    for (const Param& p : m.params)
+      if (p.trainable) g.insert(g.end(), p.grad.f32(), p.grad.f32() + p.grad.numel());
+    return g;
+  };
+  double l1 = 0, l2 = 0;
+  std::vector<float> one = grads({samples}, &l1);
+  std::vector<float> two = grads({{samples.begin(), samples.begin() + 3}, {samples.begin() + 3, samples.end()}}, &l2);
+  EXPECT_NEAR(l1, mse, 1e-6 * (1 + mse));
+  EXPECT_NEAR(l2, mse, 1e-6 * (1 + mse));
+  ASSERT_EQ(one.size(), two.size());
+  double diff = 0, ref = 0;
+  for (size_t i = 0; i < one.size(); i++) {
+    diff = std::max(diff, std::fabs(double(one[i]) - double(two[i])));
+    ref = std::max(ref, std::fabs(double(one[i])));
+  }
+  EXPECT_GT(ref, 0);
+  EXPECT_LT(diff / ref, 1e-4);
+
+  // Eval metrics: MSE, RMSE, MAE and Pearson r from the same outputs (batch size 4: several batches).
+  LoaderOptions lo;
+  lo.batch_size = 4;
+  lo.shuffle = false;
+  lo.pad_id = env.pad();
+  DataLoader loader(samples, lo);
+  const nlohmann::json j = regression_metrics(evaluate_regression(m, ws, loader));
+  double mae = 0, mt = 0, mp = 0, st = 0, sp = 0, cov = 0;
+  for (int i = 0; i < 10; i++) {
+    mae += std::fabs(double(z[size_t(i)]) - targets[i]) / 10.0;
+    mt += targets[i] / 10.0;
+    mp += z[size_t(i)] / 10.0;
+  }
+  for (int i = 0; i < 10; i++) {
+    st += (targets[i] - mt) * (targets[i] - mt);
+    sp += (z[size_t(i)] - mp) * (z[size_t(i)] - mp);
+    cov += (targets[i] - mt) * (z[size_t(i)] - mp);
+  }
+  EXPECT_EQ(j["samples"], 10);
+  EXPECT_NEAR(j["mse"].get<double>(), mse, 1e-5 * (1 + mse));
+  EXPECT_NEAR(j["rmse"].get<double>(), std::sqrt(mse), 1e-5);
+  EXPECT_NEAR(j["mae"].get<double>(), mae, 1e-5);
+  EXPECT_NEAR(j["pearson_r"].get<double>(), cov / std::sqrt(st * sp), 1e-4);
+  EXPECT_NEAR(j["baseline_mse"].get<double>(), st / 10.0, 1e-6);
+  // Pearson r of constant predictions is undefined: null, not 0.
+  RegressionEval flat;
+  flat.targets = {1.f, 2.f, 3.f};
+  flat.predicted = {0.5f, 0.5f, 0.5f};
+  const nlohmann::json fj = regression_metrics(flat);
+  EXPECT_TRUE(fj["pearson_r"].is_null());
+  EXPECT_NEAR(fj["mse"].get<double>(), (0.25 + 2.25 + 6.25) / 3.0, 1e-12);
+  // A classification head refuses regression rows.
+  SeqClsOptions two_labels;
+  two_labels.num_labels = 2;
+  Model m2 = load_model_for_classification(kModel, two_labels);
+  std::vector<Batch> window = {all};
+  try {
+    regression_window_loss(m2, ws, window, nullptr);
+    ADD_FAILURE() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("num_labels must be 1"), std::string::npos) << e.what();
+  }
+}
+
 TEST(SeqClsTrain, PairBatchSplitsIntoChosenThenRejectedRows) {
   Env env;
   PreferenceDataset pd = sentiment_pairs(env, "test.jsonl", 3);
@@ -157,8 +260,9 @@ TEST(SeqClsTrain, PairBatchSplitsIntoChosenThenRejectedRows) {
 
 // The classic PEFT transfer-learning example: freeze the lower blocks of a pretrained model, train the
 // rest + the new head on the labelled set, test on the held-out split. Majority class on test.jsonl:
-// 309 / 600 = 51.5%; we require >= 60% (8.5 points above it) after 40 steps of 16 (measured with the CLI:
-// 65.5% after 40 steps, 70.5% after 150).
+// 309 / 600 = 51.5%; we require >= 60% (8.5 points above it) after 60 steps of 16 at lr 2e-3 (measured:
+// 66.8%; this tiny model's accuracy moves by a few points from one eval to the next, so the bar sits well
+// below it). docs/classification.md has the longer runs of every method.
 TEST(SeqClsTrain, FreezingLowerBlocksBeatsTheMajorityClassOnHeldOutSentiment) {
   set_num_threads(1);
   Env env;
@@ -185,11 +289,11 @@ TEST(SeqClsTrain, FreezingLowerBlocksBeatsTheMajorityClassOnHeldOutSentiment) {
   TrainerHooks h = quiet_hooks();
   h.window_loss = classification_window_loss;
   h.eval_metrics = classification_eval_entry;
-  Trainer trainer(m, loader, &eval, quick_args(dir.path, 40, 3e-3), h);
+  Trainer trainer(m, loader, &eval, quick_args(dir.path, 60, 2e-3), h);
   trainer.train();
   const nlohmann::json after = trainer.evaluate();
   const double acc = after["eval_accuracy"].get<double>();
-  std::printf("freeze (3 of 5 blocks + head), 40 steps: eval_accuracy %.4f, eval_loss %.4f\n", acc,
+  std::printf("freeze (3 of 5 blocks + head), 60 steps: eval_accuracy %.4f, eval_loss %.4f\n", acc,
               after["eval_loss"].get<double>());
   EXPECT_GE(acc, 0.60);
 }
