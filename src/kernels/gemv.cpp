@@ -170,24 +170,13 @@ inline void rows_q4(const GemvTask& t, const float* xd, int64_t in, int64_t o) {
   const __m512 code = _mm512_loadu_ps(quant4_code(W.quant_type).data());
   const int64_t bs = W.blocksize, blocks_per_row = in / bs;
   const __m512i low4 = _mm512_set1_epi32(15);
-  // quant4_block_scale inlined (an out-of-line call per block and row cost ~40% of the kernel):
-  // absmax, or double quant's absmax_code[q]·absmax2 rounded, then + offset.
-  const bool dq = W.double_quant;
-  const float* absmax = W.absmax.data();
-  const uint8_t* qabsmax = W.qabsmax.data();
-  const float* absmax2 = W.absmax2.data();
-  const float* absmax_code = W.absmax_code.data();
-  const float offset = W.offset;
-  auto block_scale = [&](int64_t b) {
-    return dq ? round_f32(absmax_code[qabsmax[b]] * absmax2[b >> 8]) + offset : absmax[b];
-  };
   __m512 acc[R][M];
   for (int r = 0; r < R; ++r)
     for (int m = 0; m < M; ++m) acc[r][m] = _mm512_setzero_ps();
   for (int64_t kb = 0; kb < blocks_per_row; ++kb) {
     __m512 lut[R];
     for (int r = 0; r < R; ++r)  // code[q]·scale rounded once, as dequantize_4bit does
-      lut[r] = _mm512_mul_ps(code, _mm512_set1_ps(block_scale((o + r) * blocks_per_row + kb)));
+      lut[r] = _mm512_mul_ps(code, _mm512_set1_ps(quant4_block_scale(W, (o + r) * blocks_per_row + kb)));
     for (int64_t i = kb * bs; i < (kb + 1) * bs; i += 32) {
       for (int r = 0; r < R; ++r) {
         const uint8_t* p = W.packed.data() + ((o + r) * in + i) / 2;
