@@ -17,6 +17,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "cli_test_util.h"
+
 #include "model/model.h"
 
 namespace fs = std::filesystem;
@@ -24,65 +26,18 @@ using nlohmann::json;
 
 namespace {
 
+using llmtune::cli_test::CliRun;
+using llmtune::cli_test::put;
+using llmtune::cli_test::quote;
+using llmtune::cli_test::run_llmtune;
+using llmtune::cli_test::slurp;
+
+// This file's scratch folders.
+struct Scratch : llmtune::cli_test::Scratch {
+  Scratch() : llmtune::cli_test::Scratch("llmtune_traincli_") {}
+};
+
 const std::string kStories = std::string(LLMTUNE_SOURCE_DIR) + "/models/stories260K";
-
-struct CliRun {
-  int exit_code = -1;  // -1: killed by a signal
-  std::string out, err;
-};
-
-std::string quote(const std::string& s) {
-  std::string q = "'";
-  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return q + "'";
-}
-
-std::string slurp(const fs::path& p) {
-  std::ifstream f(p, std::ios::binary);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-
-void put(const fs::path& p, const std::string& bytes) {
-  std::ofstream f(p, std::ios::binary | std::ios::trunc);
-  f << bytes;
-}
-
-struct Scratch {
-  fs::path path;
-  Scratch() {
-    path = fs::temp_directory_path() / ("llmtune_traincli_" + std::to_string(::getpid()) + "_" +
-                                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~Scratch() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-};
-
-// Runs the llmtune binary; stdout is a pipe (so progress must be plain), stderr goes to a file.
-CliRun run_llmtune(const std::vector<std::string>& args, const fs::path& scratch) {
-  std::string cmd = quote(LLMTUNE_BINARY);
-  for (const auto& a : args) cmd += " " + quote(a);
-  const fs::path err = scratch / "stderr.txt";
-  cmd += " 2>" + quote(err.string());
-  CliRun r;
-  FILE* p = ::popen(cmd.c_str(), "r");
-  if (!p) {
-    ADD_FAILURE() << "popen failed: " << cmd;
-    return r;
-  }
-  char buf[4096];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
-  const int status = ::pclose(p);
-  if (WIFEXITED(status)) r.exit_code = WEXITSTATUS(status);
-  r.err = slurp(err);
-  return r;
-}
 
 // Nonzero exit and exactly one stderr line, "error: ...", containing every needle.
 void expect_one_error(const CliRun& r, const std::vector<std::string>& needles) {
