@@ -303,17 +303,10 @@ DpoTrainResult dpo_train(Model& policy, Model* ref, const std::vector<Preference
   RefLogps ref_eval;
   if (!eval_pairs.empty()) ref_eval = reference_logps(policy, ref, eval_pairs, args.per_device_eval_batch_size);
 
-  bool replaying = false;
-  const std::function<void(const json&)> forward_log = [&](const json& e) {
-    if (!replaying && hooks.on_log) hooks.on_log(e);
-  };
-  MetricsLog metrics(args.output_dir, result.log_history, forward_log);
+  MetricsLog metrics(args.output_dir, result.log_history, hooks.on_log);
   auto emit = [&](const json& e) { metrics.emit(e); };
-  if (resumed) {  // metrics.jsonl restarts from the checkpoint's history (later lines were the failed run's)
-    replaying = true;
-    for (const json& e : resumed->log_history) emit(e);
-    replaying = false;
-  }
+  // metrics.jsonl restarts from the checkpoint's history (later lines were the failed run's).
+  if (resumed) metrics.replay(resumed->log_history);
   auto run_eval = [&](int64_t step) {
     if (eval_pairs.empty()) return;
     emit(dpo_evaluate(policy, eval_pairs, ref_eval, args.loss, args.per_device_eval_batch_size).to_json(step));

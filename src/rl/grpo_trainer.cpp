@@ -179,17 +179,10 @@ GrpoTrainResult grpo_train(Model& policy, Model* ref, const std::vector<PromptRo
     first_step = resumed->global_step + 1;
   }
 
-  bool replaying = false;
-  const std::function<void(const json&)> forward_log = [&](const json& e) {
-    if (!replaying && hooks.on_log) hooks.on_log(e);
-  };
-  MetricsLog metrics(args.output_dir, result.log_history, forward_log);
+  MetricsLog metrics(args.output_dir, result.log_history, hooks.on_log);
   auto emit = [&](const json& e) { metrics.emit(e); };
-  if (resumed) {  // metrics.jsonl restarts from the checkpoint's history (later lines were the failed run's)
-    replaying = true;
-    for (const json& e : resumed->log_history) emit(e);
-    replaying = false;
-  }
+  // metrics.jsonl restarts from the checkpoint's history (later lines were the failed run's).
+  if (resumed) metrics.replay(resumed->log_history);
   auto state_at = [&](int64_t step) {
     RlState st;
     st.global_step = step;

@@ -16,13 +16,21 @@ MetricsLog::MetricsLog(const std::string& output_dir, std::vector<nlohmann::json
   if (!file_) fail(output_dir, "/metrics.jsonl: cannot write");
 }
 
-void MetricsLog::emit(const nlohmann::json& entry) {
+void MetricsLog::record(const nlohmann::json& entry) {
   if (file_) {
     std::fprintf(file_.get(), "%s\n", entry.dump().c_str());
     std::fflush(file_.get());
   }
   history_.push_back(entry);
+}
+
+void MetricsLog::emit(const nlohmann::json& entry) {
+  record(entry);
   if (on_log_) on_log_(entry);
+}
+
+void MetricsLog::replay(const std::vector<nlohmann::json>& entries) {
+  for (const nlohmann::json& e : entries) record(e);
 }
 
 }  // namespace llmtune

@@ -305,16 +305,9 @@ PpoTrainResult ppo_train(Model& policy, Model* ref, ValueHead& vh, const std::ve
            " (use the same --train_file)");
     first_step = resumed->global_step + 1;
   }
-  bool replaying = false;
-  const std::function<void(const json&)> forward_log = [&](const json& e) {
-    if (!replaying && hooks.on_log) hooks.on_log(e);
-  };
-  MetricsLog metrics(args.output_dir, result.log_history, forward_log);
-  if (resumed) {  // metrics.jsonl restarts from the checkpoint's history (later lines were the failed run's)
-    replaying = true;
-    for (const json& e : resumed->log_history) metrics.emit(e);
-    replaying = false;
-  }
+  MetricsLog metrics(args.output_dir, result.log_history, hooks.on_log);
+  // metrics.jsonl restarts from the checkpoint's history (later lines were the failed run's).
+  if (resumed) metrics.replay(resumed->log_history);
   auto state_at = [&](int64_t step) {
     RlState st;
     st.global_step = step;
