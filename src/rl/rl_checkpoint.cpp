@@ -103,33 +103,17 @@ bool RlCheckpointer::due(int64_t step) const {
 }
 
 json RlCheckpointer::trainer_state_json(const RlState& s, bool final_step) const {
-  json control = {{"args",
-                   {{"should_epoch_stop", false},
-                    {"should_evaluate", false},
-                    {"should_log", false},
-                    {"should_save", true},
-                    {"should_training_stop", final_step}}},
-                  {"attributes", json::object()}};
-  return {{"best_global_step", nullptr},
-          {"best_metric", nullptr},
-          {"best_model_checkpoint", nullptr},
-          {"epoch", s.epoch},
-          {"eval_steps", info.eval_steps},
-          {"global_step", s.global_step},
-          {"is_hyper_param_search", false},
-          {"is_local_process_zero", true},
-          {"is_world_process_zero", true},
-          {"log_history", s.log_history},
-          {"logging_steps", info.logging_steps},
-          {"max_steps", info.max_steps},
-          {"num_input_tokens_seen", 0},
-          {"num_train_epochs", info.num_train_epochs},
-          {"save_steps", save_every_},
-          {"stateful_callbacks", {{"TrainerControl", control}}},
-          {"total_flos", 0.0},
-          {"train_batch_size", info.train_batch_size},
-          {"trial_name", nullptr},
-          {"trial_params", nullptr}};
+  HfTrainerStateFields f;
+  f.epoch = s.epoch;
+  f.global_step = s.global_step;
+  f.eval_steps = info.eval_steps;
+  f.logging_steps = info.logging_steps;
+  f.max_steps = info.max_steps;
+  f.num_train_epochs = info.num_train_epochs;
+  f.save_steps = save_every_;
+  f.train_batch_size = info.train_batch_size;
+  f.final_step = final_step;
+  return hf_trainer_state_json(f, s.log_history);
 }
 
 void RlCheckpointer::save(const RlState& s) {

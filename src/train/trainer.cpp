@@ -330,34 +330,50 @@ void Trainer::prepare_output_dir() {
   for (const char* f : {kMetricsFile, kTrainerStateFile}) fs::remove(join_path(out, f), ec);
 }
 
-json Trainer::trainer_state_json(bool final_step) const {
+json hf_trainer_state_json(const HfTrainerStateFields& f, const std::vector<json>& log_history) {
   json control = {{"args",
                    {{"should_epoch_stop", false},
                     {"should_evaluate", false},
                     {"should_log", false},
                     {"should_save", true},
-                    {"should_training_stop", final_step}}},
+                    {"should_training_stop", f.final_step}}},
                   {"attributes", json::object()}};
   return {{"best_global_step", nullptr},
           {"best_metric", nullptr},
           {"best_model_checkpoint", nullptr},
-          {"epoch", state.epoch},
-          {"eval_steps", eval_steps},
-          {"global_step", state.global_step},
+          {"epoch", f.epoch},
+          {"eval_steps", f.eval_steps},
+          {"global_step", f.global_step},
           {"is_hyper_param_search", false},
           {"is_local_process_zero", true},
           {"is_world_process_zero", true},
-          {"log_history", state.log_history},
-          {"logging_steps", logging_steps},
-          {"max_steps", max_steps},
-          {"num_input_tokens_seen", state.num_input_tokens_seen},
-          {"num_train_epochs", num_epochs},
-          {"save_steps", save_steps},
+          {"log_history", log_history},
+          {"logging_steps", f.logging_steps},
+          {"max_steps", f.max_steps},
+          {"num_input_tokens_seen", f.num_input_tokens_seen},
+          {"num_train_epochs", f.num_train_epochs},
+          {"save_steps", f.save_steps},
           {"stateful_callbacks", {{"TrainerControl", control}}},
-          {"total_flos", state.total_flos},
-          {"train_batch_size", train_loader.options.batch_size},
+          {"total_flos", f.total_flos},
+          {"train_batch_size", f.train_batch_size},
           {"trial_name", nullptr},
           {"trial_params", nullptr}};
+}
+
+json Trainer::trainer_state_json(bool final_step) const {
+  HfTrainerStateFields f;
+  f.epoch = state.epoch;
+  f.global_step = state.global_step;
+  f.eval_steps = eval_steps;
+  f.logging_steps = logging_steps;
+  f.max_steps = max_steps;
+  f.num_input_tokens_seen = state.num_input_tokens_seen;
+  f.num_train_epochs = num_epochs;
+  f.save_steps = save_steps;
+  f.total_flos = state.total_flos;
+  f.train_batch_size = train_loader.options.batch_size;
+  f.final_step = final_step;
+  return hf_trainer_state_json(f, state.log_history);
 }
 
 void Trainer::save_checkpoint(bool final_step) {

@@ -182,6 +182,18 @@ struct TrainerState {
   double total_flos = 0.0;
 };
 
+// The fields of HF's trainer_state.json that vary between runs.
+struct HfTrainerStateFields {
+  double epoch = 0.0;
+  int64_t global_step = 0, eval_steps = 0, logging_steps = 0, max_steps = 0, num_input_tokens_seen = 0;
+  int64_t save_steps = 0, train_batch_size = 0;
+  nlohmann::json num_train_epochs = 0;  // kept as given: `train` writes an integer, the RL trainers a float
+  double total_flos = 0.0;
+  bool final_step = false;  // TrainerControl.should_training_stop
+};
+// trainer_state.json exactly in HF's layout (one writer for `train` and the RL trainers' checkpoints).
+nlohmann::json hf_trainer_state_json(const HfTrainerStateFields& f, const std::vector<nlohmann::json>& log_history);
+
 struct Trainer {
   // Validates the arguments, builds the optimizer and schedule, then starts the run: without
   // resume_from_checkpoint it checks output_dir (refusing another run's checkpoints/metrics unless
