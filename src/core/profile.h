@@ -23,6 +23,10 @@ struct ProfileScope {
 // Prints "bucket  seconds  %-of-total  calls" lines to `out`, sorted by time; `total_seconds` > 0
 // adds an "(outside profiled kernels)" line for the rest. Then clears the buckets.
 void profile_report(std::FILE* out, double total_seconds);
+// LLMTUNE_PROFILE=shapes also times every matrix product by shape: `shape` names it, `flops` is its
+// multiply-add count × 2. profile_report then adds a table of time and GFLOP/s per shape.
+bool profile_shapes_enabled();
+void profile_add_shape(const std::string& shape, double seconds, double flops);
 void profile_reset();
 
 }  // namespace llmtune

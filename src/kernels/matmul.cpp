@@ -2,10 +2,13 @@
 // transposes and leading dimensions, a `sum` post-op the accumulate), plus the plain-loop reference.
 #include "kernels/matmul.h"
 #include "core/profile.h"
+#include "core/sysinfo.h"
+#include <cstdio>
 
 #include <dnnl.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <string>
 #include <cstring>
@@ -13,6 +16,7 @@
 #include <memory>
 #include <mutex>
 #include <tuple>
+#include <type_traits>
 #include <vector>
 
 #include "core/dtype.h"
@@ -218,26 +222,132 @@ bool prepack_enabled() {
   return on;
 }
 
+// ---- B stored [K,N]: rewritten so that both operands are K-contiguous --------------------------
+// oneDNN's f32 brgemm packs a B stored [N,K] before the product but reads a B stored [K,N] (N
+// contiguous) in place, and for many widths N that are not a power of two that runs far below the
+// ceiling. bench_gemm_shapes (2 threads, rewrite off vs on, alternating; bench/NOTES.md):
+// 512x3072x1024 79 vs 204 GFLOP/s, TinyLlama's down_proj backward 512x5632x2048 72 vs 213, the
+// Pythia-160m fc2 backward 1024x3072x768 91 vs 201, the LM-head backward chunk 170x768x50304 142 vs
+// 173; for power-of-two N as-is is 5-10% faster than either rewrite, so those stay as they are.
+// A product big enough to pay for moving the extra elements is run in the fast layout instead:
+//   transposed product: Cᵀ = op(B)ᵀ·op(A)ᵀ into a scratch, then C (+)= (Cᵀ)ᵀ   (moves M·N elements)
+//   transposed copy of B: B → Bᵀ stored [N,K], then the product            (moves K·N elements)
+enum class Rewrite { none, transposed_product, transpose_b };
+
+// LLMTUNE_GEMM_REWRITE=0 starts with it off (A/B runs of whole steps).
+std::atomic<bool> layout_rewrite_on{[] {
+  const char* v = std::getenv("LLMTUNE_GEMM_REWRITE");
+  return !(v && std::string(v) == "0");
+}()};
+
+Rewrite choose_rewrite(const GemmDims& d) {
+  // Moving an element costs about as much as 128 multiply-adds of the product when it is cheap (a
+  // small transposed output), the copy of B measured dearer (LM-head chunk 170x768x50304 with A
+  // stored [K,M]: 206 as-is vs 126 GFLOP/s copying B), so it needs M >= 512.
+  constexpr int64_t kMinDim = 64, kProductWork = 128, kCopyWork = 512;
+  const bool power_of_two = (d.N & (d.N - 1)) == 0;
+  if (!layout_rewrite_on.load(std::memory_order_relaxed) || d.trans_b || power_of_two || d.M < kMinDim ||
+      d.N < kMinDim || d.K < kMinDim)
+    return Rewrite::none;
+  const int64_t work = d.M * d.N * d.K;
+  // With A stored [K,M] the transposed product would read A as a [K,N]-style operand again.
+  const int64_t product_moves = d.trans_a ? work : d.M * d.N, copy_moves = d.K * d.N;
+  if (product_moves <= copy_moves && product_moves * kProductWork <= work) return Rewrite::transposed_product;
+  if (copy_moves * kCopyWork <= work) return Rewrite::transpose_b;
+  return Rewrite::none;
+}
+
+// dst[c·ld_dst + r] (=|+=) src[r·ld_src + c] for r < rows, c < cols; 32x32 tiles, rows split
+// across threads when big enough.
+template <typename T>
+void transpose_into(T* dst, int64_t ld_dst, const T* src, int64_t ld_src, int64_t rows, int64_t cols,
+                    bool accumulate) {
+  constexpr int64_t kTile = 32;
+  const int64_t row_tiles = (rows + kTile - 1) / kTile, col_tiles = (cols + kTile - 1) / kTile;
+#pragma omp parallel for schedule(static) collapse(2) if (rows * cols > (1 << 15))
+  for (int64_t rt = 0; rt < row_tiles; ++rt)
+    for (int64_t ct = 0; ct < col_tiles; ++ct) {
+      const int64_t r1 = std::min(rows, (rt + 1) * kTile), c1 = std::min(cols, (ct + 1) * kTile);
+      for (int64_t c = ct * kTile; c < c1; ++c) {
+        T* out = dst + c * ld_dst;
+        if (accumulate)
+          for (int64_t r = rt * kTile; r < r1; ++r) out[r] += src[r * ld_src + c];
+        else
+          for (int64_t r = rt * kTile; r < r1; ++r) out[r] = src[r * ld_src + c];
+      }
+    }
+}
+
+template <typename T>
+std::vector<T>& scratch_buffer(int which) {
+  thread_local std::vector<T> buffers[2];
+  return buffers[which];
+}
+
+// C = op(A)·op(B) through oneDNN, in the layout choose_rewrite picks. False: oneDNN refused.
+template <typename T>
+bool run_fast(float* C, const T* A, const T* B, const GemmDims& d, bool accumulate) {
+  constexpr bool bf16 = std::is_same_v<T, uint16_t>;
+  switch (choose_rewrite(d)) {
+    case Rewrite::none:
+      return run_onednn(C, A, B, d, accumulate, bf16);
+    case Rewrite::transposed_product: {
+      // Cᵀ[N,M] = op(B)ᵀ·op(A)ᵀ: B stored [K,N] is op(B)ᵀ stored transposed, A stored [M,K] is
+      // op(A)ᵀ stored transposed.
+      GemmDims t{d.N, d.M, d.K, true, true, d.ldb, d.lda, d.M};
+      auto& ct = scratch_buffer<float>(0);
+      ct.resize(size_t(d.N * d.M));
+      if (!run_onednn(ct.data(), B, A, t, false, bf16)) return run_onednn(C, A, B, d, accumulate, bf16);
+      transpose_into(C, d.ldc, ct.data(), d.M, d.N, d.M, accumulate);
+      return true;
+    }
+    case Rewrite::transpose_b: {
+      auto& bt = scratch_buffer<T>(1);
+      bt.resize(size_t(d.N * d.K));
+      transpose_into(bt.data(), d.K, B, d.ldb, d.K, d.N, false);
+      GemmDims t = d;
+      t.trans_b = true, t.ldb = d.K;
+      return run_onednn(C, A, bt.data(), t, accumulate, bf16) || run_onednn(C, A, B, d, accumulate, bf16);
+    }
+  }
+  return false;
+}
+
 // Below this many multiply-adds a oneDNN call costs more than it saves.
 constexpr int64_t kTinyProduct = 8 * 1024;
 
 }  // namespace
 
+// LLMTUNE_PROFILE=shapes: bills the product's wall time to its shape (see core/profile.h).
+struct ShapeTimer {
+  const GemmDims& d;
+  bool accumulate;
+  const char* dtype;
+  double start = profile_shapes_enabled() ? now_seconds() : -1;
+  ~ShapeTimer() {
+    if (start < 0) return;
+    char name[96];
+    std::snprintf(name, sizeof name, "%s %lldx%lldx%lld%s%s%s", dtype, (long long)d.M, (long long)d.N,
+                  (long long)d.K, d.trans_a ? " At" : "", d.trans_b ? " Bt" : "", accumulate ? " +=" : "");
+    profile_add_shape(name, now_seconds() - start, 2.0 * double(d.M) * double(d.N) * double(d.K));
+  }
+};
+
 void matmul_f32(float* C, const float* A, const float* B, const GemmDims& dims, bool accumulate) {
   ProfileScope profile_scope("matmul f32");
   const GemmDims d = normalized(dims);
+  ShapeTimer shape_timer{d, accumulate, "f32"};
   if (handle_empty(C, d, accumulate)) return;
-  if (d.M * d.N * d.K <= kTinyProduct || !run_onednn(C, A, B, d, accumulate, false))
-    loop_matmul(C, A, B, d, accumulate);
+  if (d.M * d.N * d.K <= kTinyProduct || !run_fast(C, A, B, d, accumulate)) loop_matmul(C, A, B, d, accumulate);
 }
 
 void matmul_bf16(float* C, const uint16_t* A, const uint16_t* B, const GemmDims& dims,
                  bool accumulate) {
   ProfileScope profile_scope("matmul bf16");
   const GemmDims d = normalized(dims);
+  ShapeTimer shape_timer{d, accumulate, "bf16"};
   if (handle_empty(C, d, accumulate)) return;
-  if (d.M * d.N * d.K <= kTinyProduct || !run_onednn(C, A, B, d, accumulate, true))
-    loop_matmul(C, A, B, d, accumulate);
+  if (d.M * d.N * d.K <= kTinyProduct || !run_fast(C, A, B, d, accumulate)) loop_matmul(C, A, B, d, accumulate);
 }
 
 void matmul_bf16_const_b(float* C, const uint16_t* A, const uint16_t* B, const GemmDims& dims,
@@ -248,6 +358,8 @@ void matmul_bf16_const_b(float* C, const uint16_t* A, const uint16_t* B, const G
   if (d.M * d.N * d.K <= kTinyProduct) return loop_matmul(C, A, B, d, accumulate);
   if (!prepack_enabled() || !run_onednn_packed(C, A, B, d, accumulate)) matmul_bf16(C, A, B, dims, accumulate);
 }
+
+void matmul_set_layout_rewrite(bool on) { layout_rewrite_on = on; }
 
 void matmul_forget_packed_weights() {
   std::lock_guard<std::mutex> lock(pack_mutex);

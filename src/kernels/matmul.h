@@ -29,6 +29,10 @@ void matmul_bf16_const_b(float* C, const uint16_t* A, const uint16_t* B, const G
 // Drops every packed weight (call before changing or freeing weights that were used above).
 void matmul_forget_packed_weights();
 
+// The B-layout rewrite of matmul.cpp (on by default): off runs every product in the caller's layout.
+// For benchmarks and tests that compare the two.
+void matmul_set_layout_rewrite(bool on);
+
 namespace reference {
 void matmul_f32(float* C, const float* A, const float* B, const GemmDims& d, bool accumulate);
 void matmul_bf16(float* C, const uint16_t* A, const uint16_t* B, const GemmDims& d, bool accumulate);

@@ -42,8 +42,10 @@ Layout layout(const Case& c) {
 
 std::vector<Case> cases() {
   std::vector<Case> out;
+  // The last three are big enough for the B-layout rewrites in matmul.cpp (N not a power of two):
+  // a transposed product (M <= K) and a transposed copy of B (M > K, or A stored transposed).
   const int64_t shapes[][3] = {{1, 1, 1}, {3, 5, 7}, {17, 33, 65}, {64, 48, 130}, {1, 200, 96},
-                               {129, 1, 70}};
+                               {129, 1, 70}, {70, 130, 300}, {160, 96, 200}, {600, 70, 65}};
   for (auto& s : shapes)
     for (int t = 0; t < 4; ++t)
       for (int64_t pad : {0, 3})
