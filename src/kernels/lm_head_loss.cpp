@@ -42,6 +42,17 @@ void check_args(const WeightView& W, float* dW, int64_t N, int64_t E, int64_t V,
 // (rows × V floats) stay around 32 MiB even for 150k-token vocabularies.
 int64_t chunk_rows(int64_t V) { return std::clamp<int64_t>((int64_t(1) << 23) / V, 16, 256); }
 
+// Splits `count` rows into chunks of about equal size: 1020 rows at 166 per chunk were six of 166
+// and one of 24, and the 24-row products ran at half the rate of the others (bench/NOTES.md). Rows
+// per chunk stay within 1.25x of chunk_rows(V).
+int64_t balanced_chunk(int64_t count, int64_t V) {
+  const int64_t max_rows = chunk_rows(V);
+  if (count <= max_rows) return std::max<int64_t>(count, 1);
+  int64_t chunks = count / max_rows;
+  if ((count + chunks - 1) / chunks > max_rows + max_rows / 4) chunks++;
+  return (count + chunks - 1) / chunks;
+}
+
 // The chunk's logits live in a per-thread buffer kept between calls, uninitialised (every entry is
 // written by the product before it is read): a fresh 32 MiB vector per call was mmap'ed, page-faulted
 // and zero-filled each time, which cost more than the whole vectorised softmax (bench/NOTES.md).
@@ -135,7 +146,7 @@ LossSum lm_head_loss_impl(const float* h, const WeightView& W, const float* bias
 
   const int64_t count = int64_t(rows.size());
   const bool need_grad = dh || dW;
-  const int64_t chunk = std::min(chunk_rows(V), std::max<int64_t>(count, 1));
+  const int64_t chunk = balanced_chunk(count, V);
   // Scratch: the chunk's logits (turned into dlogits in place), gathered rows and their dh.
   float* logits = logits_scratch(size_t(chunk * V));
   std::vector<float> h_gathered, dh_gathered;
