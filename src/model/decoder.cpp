@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <initializer_list>
 #include <utility>
 
 #include "core/error.h"
@@ -201,15 +202,37 @@ void block_backward(Model& m, Block& b, BlockActs& a, int64_t B, int64_t T, cons
   float* d_resid = ws.d_resid.f32();
   (void)E;
 
+  // Which input gradients are needed. need_dx: ∂L/∂x_in for the blocks below. In the lowest
+  // trainable block (LoRA on q/k/v: block 0) most input-gradient products feed nothing and are
+  // skipped: for Pythia-160m that is the fc_out, fc_in and qkv input products of block 0 (~2.5% of
+  // a LoRA step). Sequential residual: ∂L/∂x_mid reaches the attention branch through the MLP.
+  auto any_trainable = [&](std::initializer_list<const LinearModule*> ls) {
+    for (const LinearModule* l : ls)
+      if (linear_trainable(*l, en)) return true;
+    return false;
+  };
+  const bool qkv_trainable = c.qkv_layout == QkvLayout::Separate ? any_trainable({&b.q, &b.k, &b.v})
+                                                                  : any_trainable({&b.qkv});
+  const bool mlp_in_trainable = c.gated_mlp ? any_trainable({&b.gate, &b.up}) : any_trainable({&b.fc_in});
+  const bool attention_trainable = norm_trainable(b.ln1) || qkv_trainable || linear_trainable(b.o, en);
+  const bool need_d_x_mid = need_dx || (!c.parallel_residual && attention_trainable);  // through ln2
+  const bool need_d_ln2 = need_d_x_mid || norm_trainable(b.ln2);
+  const bool need_d_act = need_d_ln2 || mlp_in_trainable;
+  const bool need_d_ln1 = need_dx || norm_trainable(b.ln1);
+  const bool need_d_attn = need_d_ln1 || qkv_trainable;
+  const bool run_o_proj = need_d_attn || linear_trainable(b.o, en);
+
   // Both branches read d_resid (= ∂L/∂out) before any norm backward adds into it.
   LinearModule& mlp_out_l = c.gated_mlp ? b.down : b.fc_out;
-  zero(ws.d_act);
-  linear_module_backward(mlp_out_l, en, d_resid, a.act.f32(), ws.d_act.f32(), N, lin_acts(b, a, mlp_out_l));
+  if (need_d_act) zero(ws.d_act);
+  linear_module_backward(mlp_out_l, en, d_resid, a.act.f32(), need_d_act ? ws.d_act.f32() : nullptr, N,
+                         lin_acts(b, a, mlp_out_l));
 
   // ∂L/∂(o-proj input) into ws.d_attn from ∂L/∂(attention branch output).
   auto o_proj_backward = [&](const float* d_attn_out) {
-    zero(ws.d_attn);
-    linear_module_backward(b.o, en, d_attn_out, a.attn.f32(), ws.d_attn.f32(), N, lin_acts(b, a, b.o));
+    if (need_d_attn) zero(ws.d_attn);
+    linear_module_backward(b.o, en, d_attn_out, a.attn.f32(), need_d_attn ? ws.d_attn.f32() : nullptr, N,
+                           lin_acts(b, a, b.o));
   };
   // The rest of the attention branch, from ws.d_attn down to ∂L/∂ln1 in ws.d_ln.
   auto attention_branch = [&]() {
@@ -229,39 +252,46 @@ void block_backward(Model& m, Block& b, BlockActs& a, int64_t B, int64_t T, cons
       rope_backward(ws.d_q.f32(), ctx.positions, N, H, D, H * D, m.rope);
       rope_backward(ws.d_k.f32(), ctx.positions, N, Hkv, D, Hkv * D, m.rope);
     }
-    zero(ws.d_ln);
+    float* d_ln1 = need_d_ln1 ? ws.d_ln.f32() : nullptr;
+    if (need_d_ln1) zero(ws.d_ln);
     if (c.qkv_layout == QkvLayout::Separate) {
-      linear_module_backward(b.q, en, ws.d_q.f32(), a.ln1.f32(), ws.d_ln.f32(), N, lin_acts(b, a, b.q));
-      linear_module_backward(b.k, en, ws.d_k.f32(), a.ln1.f32(), ws.d_ln.f32(), N, lin_acts(b, a, b.k));
-      linear_module_backward(b.v, en, ws.d_v.f32(), a.ln1.f32(), ws.d_ln.f32(), N, lin_acts(b, a, b.v));
+      linear_module_backward(b.q, en, ws.d_q.f32(), a.ln1.f32(), d_ln1, N, lin_acts(b, a, b.q));
+      linear_module_backward(b.k, en, ws.d_k.f32(), a.ln1.f32(), d_ln1, N, lin_acts(b, a, b.k));
+      linear_module_backward(b.v, en, ws.d_v.f32(), a.ln1.f32(), d_ln1, N, lin_acts(b, a, b.v));
     } else {
       merge_qkv(c, ws.d_qkv.f32(), ws.d_q.f32(), ws.d_k.f32(), ws.d_v.f32(), N);
-      linear_module_backward(b.qkv, en, ws.d_qkv.f32(), a.ln1.f32(), ws.d_ln.f32(), N, lin_acts(b, a, b.qkv));
+      linear_module_backward(b.qkv, en, ws.d_qkv.f32(), a.ln1.f32(), d_ln1, N, lin_acts(b, a, b.qkv));
     }
   };
 
   // Parallel residual: the o-proj backward also reads ∂L/∂out, so it runs now, before the ln2 norm
   // backward accumulates into d_resid (this order needs no copy of d_resid).
-  if (c.parallel_residual) o_proj_backward(d_resid);
+  if (c.parallel_residual && run_o_proj) o_proj_backward(d_resid);
 
   // MLP branch rest: activation backward → input projections → ln2. The activation backward
   // overwrites d_h1 / d_up (accumulate = false), so they need no zero-fill.
-  zero(ws.d_ln);
-  if (c.gated_mlp) {
-    swiglu_backward(ws.d_h1.f32(), ws.d_up.f32(), ws.d_act.f32(), a.h1.f32(), a.up.f32(), N * I, false);
-    linear_module_backward(b.gate, en, ws.d_h1.f32(), a.ln2.f32(), ws.d_ln.f32(), N, lin_acts(b, a, b.gate));
-    linear_module_backward(b.up, en, ws.d_up.f32(), a.ln2.f32(), ws.d_ln.f32(), N, lin_acts(b, a, b.up));
-  } else {
-    activation_backward(ws.d_h1.f32(), ws.d_act.f32(), a.h1.f32(), N * I, c.act, false);
-    linear_module_backward(b.fc_in, en, ws.d_h1.f32(), a.ln2.f32(), ws.d_ln.f32(), N, lin_acts(b, a, b.fc_in));
+  if (need_d_act) {
+    float* d_ln2 = need_d_ln2 ? ws.d_ln.f32() : nullptr;
+    if (need_d_ln2) zero(ws.d_ln);
+    if (c.gated_mlp) {
+      swiglu_backward(ws.d_h1.f32(), ws.d_up.f32(), ws.d_act.f32(), a.h1.f32(), a.up.f32(), N * I, false);
+      linear_module_backward(b.gate, en, ws.d_h1.f32(), a.ln2.f32(), d_ln2, N, lin_acts(b, a, b.gate));
+      linear_module_backward(b.up, en, ws.d_up.f32(), a.ln2.f32(), d_ln2, N, lin_acts(b, a, b.up));
+    } else {
+      activation_backward(ws.d_h1.f32(), ws.d_act.f32(), a.h1.f32(), N * I, c.act, false);
+      linear_module_backward(b.fc_in, en, ws.d_h1.f32(), a.ln2.f32(), d_ln2, N, lin_acts(b, a, b.fc_in));
+    }
   }
-  const float* ln2_in = c.parallel_residual ? a.x_in.f32() : a.x_mid.f32();
-  norm_backward(c, b.ln2, d_resid, ws.d_ln.f32(), ln2_in, a.ln2_mean.f32(), a.ln2_rstd.f32(), N);
-  // Now d_resid = ∂L/∂x_in (parallel, partial) or ∂L/∂x_mid (sequential).
+  if (need_d_ln2) {
+    const float* ln2_in = c.parallel_residual ? a.x_in.f32() : a.x_mid.f32();
+    norm_backward(c, b.ln2, need_d_x_mid ? d_resid : nullptr, ws.d_ln.f32(), ln2_in, a.ln2_mean.f32(),
+                  a.ln2_rstd.f32(), N);
+  }
+  // Now d_resid = ∂L/∂x_in (parallel, partial) or ∂L/∂x_mid (sequential), where needed.
 
-  if (!c.parallel_residual) o_proj_backward(d_resid);  // d_resid = ∂L/∂x_mid here
-  attention_branch();
-  if (need_dx || norm_trainable(b.ln1))
+  if (!c.parallel_residual && run_o_proj) o_proj_backward(d_resid);  // d_resid = ∂L/∂x_mid here
+  if (need_d_attn) attention_branch();
+  if (need_d_ln1)
     norm_backward(c, b.ln1, need_dx ? d_resid : nullptr, ws.d_ln.f32(), a.x_in.f32(), a.ln1_mean.f32(),
                   a.ln1_rstd.f32(), N);
 }
