@@ -359,6 +359,12 @@ void matmul_bf16_const_b(float* C, const uint16_t* A, const uint16_t* B, const G
   if (!prepack_enabled() || !run_onednn_packed(C, A, B, d, accumulate)) matmul_bf16(C, A, B, dims, accumulate);
 }
 
+bool matmul_bf16_uses_amx() {
+  // oneDNN's ISA values are bit masks in which a bigger ISA contains the bits of the smaller ones.
+  const unsigned isa = unsigned(dnnl::get_effective_cpu_isa()), amx = unsigned(dnnl::cpu_isa::avx512_core_amx);
+  return (isa & amx) == amx;
+}
+
 void matmul_set_layout_rewrite(bool on) { layout_rewrite_on = on; }
 
 void matmul_forget_packed_weights() {

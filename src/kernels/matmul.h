@@ -29,6 +29,10 @@ void matmul_bf16_const_b(float* C, const uint16_t* A, const uint16_t* B, const G
 // Drops every packed weight (call before changing or freeing weights that were used above).
 void matmul_forget_packed_weights();
 
+// True when oneDNN can use AMX tiles for bf16 products on this CPU (the OS must enable them; some
+// hypervisors mask them). Without AMX, bf16 products run below the f32 rate (bench_fma_peak).
+bool matmul_bf16_uses_amx();
+
 // The B-layout rewrite of matmul.cpp (on by default): off runs every product in the caller's layout.
 // For benchmarks and tests that compare the two.
 void matmul_set_layout_rewrite(bool on);
