@@ -4,6 +4,8 @@
 //                   [--steps N (timed)] [--warmup N] [--threads N]
 // LoRA: r = 16, alpha = 32 on query_key_value (q_proj, v_proj for Llama), AdamW lr 1e-4, clip 1.0.
 #include <algorithm>
+#include <atomic>
+#include <new>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
@@ -15,6 +17,7 @@
 #include "core/profile.h"
 #include "core/rng.h"
 #include "core/sysinfo.h"
+#include "core/tensor.h"
 #include "core/threads.h"
 #include "data/collator.h"
 #include "model/config.h"
@@ -26,6 +29,21 @@
 #include "train/trainer.h"
 
 using namespace llmtune;
+
+// Heap allocations through operator new (std::vector, std::string, make_shared, ...), counted so the
+// JSON line can report what a step allocates after warm-up (owned Tensors: aligned_alloc_count()).
+namespace {
+std::atomic<int64_t> new_calls{0}, new_bytes{0};
+}
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"  // new = malloc and delete = free, as a pair
+void* operator new(size_t n) {
+  new_calls.fetch_add(1, std::memory_order_relaxed);
+  new_bytes.fetch_add(int64_t(n), std::memory_order_relaxed);
+  if (void* p = std::malloc(n ? n : 1)) return p;
+  throw std::bad_alloc();
+}
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete(void* p, size_t) noexcept { std::free(p); }
 
 namespace {
 
@@ -116,8 +134,12 @@ int main(int argc, char** argv) {
     Workspace ws;
     std::vector<double> times;
     double loss = 0;
+    int64_t news_before = 0, new_bytes_before = 0, tensors_before = 0;
     for (int s = 0; s < warmup + steps; s++) {
-      if (s == warmup) profile_reset();  // LLMTUNE_PROFILE=1: breakdown of the timed steps only
+      if (s == warmup) {
+        profile_reset();  // LLMTUNE_PROFILE=1: breakdown of the timed steps only
+        news_before = new_calls, new_bytes_before = new_bytes, tensors_before = aligned_alloc_count();
+      }
       const double t0 = now_seconds();
       StepResult r = [&] {
         ProfileScope scope("trainer rest (AdamW, clip, zero)");
@@ -134,7 +156,10 @@ int main(int argc, char** argv) {
                           {"threads", num_threads()}, {"step_seconds", times},
                           {"tokens_per_second", double(N) / median(times)},
                           {"peak_rss_bytes", peak_rss_bytes()}, {"trainable_params", trainable},
-                          {"final_loss", loss}};
+                          {"final_loss", loss},
+                          {"allocations_per_step", {{"new_calls", double(new_calls - news_before) / steps},
+                                                    {"new_bytes", double(new_bytes - new_bytes_before) / steps},
+                                                    {"tensors", double(aligned_alloc_count() - tensors_before) / steps}}}};
     if (profile_enabled()) {
       double total = 0;
       for (double t : times) total += t;

@@ -1,4 +1,5 @@
 // Tensor storage helpers.
+#include <atomic>
 #include "core/tensor.h"
 
 #include <cstdlib>
@@ -23,7 +24,14 @@ std::string shape_str(const Shape& s) {
   return os.str();
 }
 
+namespace {
+std::atomic<int64_t> alloc_count{0};
+}
+
+int64_t aligned_alloc_count() { return alloc_count.load(std::memory_order_relaxed); }
+
 std::shared_ptr<void> aligned_alloc_shared(size_t nbytes) {
+  alloc_count.fetch_add(1, std::memory_order_relaxed);
   size_t rounded = (nbytes + 63) / 64 * 64;
   if (rounded == 0) rounded = 64;
   void* p = std::aligned_alloc(64, rounded);

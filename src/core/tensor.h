@@ -48,5 +48,8 @@ struct Tensor {
 
 // 64-byte aligned heap allocation, freed by the returned shared_ptr.
 std::shared_ptr<void> aligned_alloc_shared(size_t nbytes);
+// How many aligned_alloc_shared calls (every owned Tensor) this process has made: tests and
+// benches check that a training step after warm-up allocates none.
+int64_t aligned_alloc_count();
 
 }  // namespace llmtune
