@@ -254,26 +254,11 @@ DpoTrainResult dpo_train(Model& policy, Model* ref, const std::vector<Preference
   DpoTrainResult result;
 
   // Checkpoints / resume (before metrics.jsonl is opened: a refused output_dir stays untouched).
-  RlCheckpointOptions co;
-  co.output_dir = args.output_dir;
-  co.save_steps = args.save_steps;
-  co.save_total_limit = args.save_total_limit;
-  co.resume_from_checkpoint = args.resume_from_checkpoint;
-  co.overwrite_output_dir = args.overwrite_output_dir;
-  RlCheckpointParts parts;
-  parts.trainer = "dpo";
-  parts.fingerprint = model_fingerprint(policy);
-  parts.optimizer = &opt;
-  parts.scheduler = &sched;
+  const RlCheckpointOptions co = rl_checkpoint_options(args);
+  RlCheckpointParts parts = rl_checkpoint_parts("dpo", policy, opt, sched, hooks.save_model, hooks.load_model_weights);
   parts.rngs = {{"shuffle", &shuffle_rng}, {"dropout", &dropout_rng}};
-  parts.save_model = hooks.save_model;
-  parts.load_model_weights = hooks.load_model_weights;
-  RlRunInfo info;
-  info.max_steps = max_steps;
-  info.logging_steps = std::max<int64_t>(args.logging_steps, 1);
+  RlRunInfo info = rl_run_info(args, max_steps, bs);
   info.eval_steps = args.eval_steps;
-  info.train_batch_size = bs;
-  info.num_train_epochs = args.num_train_epochs;
   if (!resolve_resume_checkpoint(co).empty() && !ref && lora_modules(policy).empty())
     fail("cannot resume dpo without a reference: the policy has no LoRA adapters to switch off, so pass the "
          "frozen reference copy (full / freeze fine-tuning)");

@@ -8,7 +8,6 @@
 #include <cstdio>
 #include <filesystem>
 #include <functional>
-#include <numeric>
 
 #include "core/error.h"
 #include "core/rng.h"
@@ -17,6 +16,7 @@
 #include "model/generate.h"
 #include "peft/lora.h"
 #include "rl/policy_logp.h"
+#include "rl/prompt_sampler.h"
 #include "train/clip.h"
 #include "train/optimizer.h"
 #include "train/scheduler.h"
@@ -135,47 +135,26 @@ GrpoTrainResult grpo_train(Model& policy, Model* ref, const std::vector<PromptRo
   sched.num_training_steps = max_steps;
   sched.warmup_steps = resolve_warmup_steps(args.warmup_steps, args.warmup_ratio, max_steps);
 
-  Rng order_rng(args.seed);
+  PromptSampler sampler(prompts.size(), args.seed);
   Rng dropout_rng(args.seed ^ 0x9e3779b97f4a7c15ULL);
-  std::vector<int64_t> order;
-  size_t cursor = 0;
   GrpoTrainResult result;
 
   // Checkpoints / resume (before metrics.jsonl is opened: a refused output_dir stays untouched).
-  RlCheckpointOptions co;
-  co.output_dir = args.output_dir;
-  co.save_steps = args.save_steps;
-  co.save_total_limit = args.save_total_limit;
-  co.resume_from_checkpoint = args.resume_from_checkpoint;
-  co.overwrite_output_dir = args.overwrite_output_dir;
-  RlCheckpointParts parts;
-  parts.trainer = "grpo";
-  parts.fingerprint = model_fingerprint(policy);
-  parts.optimizer = &opt;
-  parts.scheduler = &sched;
-  parts.rngs = {{"order", &order_rng}, {"dropout", &dropout_rng}};
-  parts.save_model = hooks.save_model;
-  parts.load_model_weights = hooks.load_model_weights;
-  RlRunInfo info;
-  info.max_steps = max_steps;
-  info.logging_steps = std::max<int64_t>(args.logging_steps, 1);
-  info.train_batch_size = P * G;
-  info.num_train_epochs = args.num_train_epochs;
-  RlCheckpointer ck(co, parts, info);
+  RlCheckpointParts parts =
+      rl_checkpoint_parts("grpo", policy, opt, sched, hooks.save_model, hooks.load_model_weights);
+  parts.rngs = {{"order", &sampler.rng}, {"dropout", &dropout_rng}};
+  RlCheckpointer ck(rl_checkpoint_options(args), parts, rl_run_info(args, max_steps, P * G));
   std::optional<RlState> resumed = ck.begin();
   int64_t first_step = 1;
   if (resumed) {
     const nlohmann::json& t = resumed->trainer;
     try {
-      cursor = t.at("cursor").get<size_t>();
-      order = t.at("order").get<std::vector<int64_t>>();
+      sampler.from_json(t, "");
       result.reward_mean = t.at("reward_mean").get<std::vector<double>>();
     } catch (const nlohmann::json::exception& e) {
       fail("cannot resume grpo: the checkpoint's llmtune_state.json trainer_state is incomplete (", e.what(), ")");
     }
-    if (!order.empty() && order.size() != prompts.size())
-      fail("cannot resume grpo: the checkpoint was made with ", order.size(), " prompts, this run has ", prompts.size(),
-           " (use the same --train_file)");
+    sampler.check_prompt_count("grpo");
     first_step = resumed->global_step + 1;
   }
 
@@ -188,7 +167,8 @@ GrpoTrainResult grpo_train(Model& policy, Model* ref, const std::vector<PromptRo
     st.global_step = step;
     st.epoch = double(step * P) / double(prompts.size());
     st.log_history = result.log_history;
-    st.trainer = {{"cursor", cursor}, {"order", order}, {"reward_mean", result.reward_mean}};
+    st.trainer = {{"reward_mean", result.reward_mean}};
+    sampler.to_json(st.trainer, "");
     return st;
   };
 
@@ -201,15 +181,7 @@ GrpoTrainResult grpo_train(Model& policy, Model* ref, const std::vector<PromptRo
     const double lr = sched.current_lr();
     // Prompts of this step (reshuffled each pass over the data).
     std::vector<const PromptRow*> batch;
-    while (int64_t(batch.size()) < P) {
-      if (cursor >= order.size()) {
-        order.resize(prompts.size());
-        std::iota(order.begin(), order.end(), 0);
-        for (size_t i = order.size() - 1; i > 0; i--) std::swap(order[i], order[size_t(order_rng.below(i + 1))]);
-        cursor = 0;
-      }
-      batch.push_back(&prompts[size_t(order[cursor++])]);
-    }
+    while (int64_t(batch.size()) < P) batch.push_back(&prompts[sampler.next()]);
     std::vector<std::vector<int32_t>> gen_prompts;
     for (const PromptRow* p : batch)
       for (int64_t g = 0; g < G; g++) gen_prompts.push_back(p->ids);

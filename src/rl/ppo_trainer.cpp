@@ -15,6 +15,7 @@
 #include "model/generate.h"
 #include "peft/lora.h"
 #include "rl/metrics_log.h"
+#include "rl/prompt_sampler.h"
 #include "rl/rl_checkpoint.h"
 #include "train/clip.h"
 #include "train/optimizer.h"
@@ -242,27 +243,16 @@ PpoTrainResult ppo_train(Model& policy, Model* ref, ValueHead& vh, const std::ve
   if (!classic) lopt.ratio_threshold.reset();  // current TRL has no ratio threshold
 
   PpoTrainResult result;
-  Rng order_rng(args.seed);
+  PromptSampler sampler(prompts.size(), args.seed);
   Rng perm_rng(args.seed ^ 0x7070e70cULL);
-  std::vector<int64_t> order;
-  size_t cursor = 0;
 
   // Checkpoints / resume (before metrics.jsonl is opened: a refused output_dir stays untouched). The
   // value head travels beside the policy weights, its optimizer as "value_head"; the fingerprint names
   // the head's shape too.
-  RlCheckpointOptions co;
-  co.output_dir = args.output_dir;
-  co.save_steps = args.save_steps;
-  co.save_total_limit = args.save_total_limit;
-  co.resume_from_checkpoint = args.resume_from_checkpoint;
-  co.overwrite_output_dir = args.overwrite_output_dir;
-  RlCheckpointParts parts;
-  parts.trainer = "ppo";
-  parts.fingerprint = model_fingerprint(policy) + cat("\nvalue_head ", kValueHeadWeight, " [1, ", vh.hidden(), "]");
-  parts.optimizer = &opt;
+  RlCheckpointParts parts = rl_checkpoint_parts("ppo", policy, opt, sched, hooks.save_model, hooks.load_model_weights);
+  parts.fingerprint += cat("\nvalue_head ", kValueHeadWeight, " [1, ", vh.hidden(), "]");
   parts.extra_optimizers = {{"value_head", &opt_v}};
-  parts.scheduler = &sched;
-  parts.rngs = {{"order", &order_rng}, {"perm", &perm_rng}};
+  parts.rngs = {{"order", &sampler.rng}, {"perm", &perm_rng}};
   if (hooks.save_model)
     parts.save_model = [&](const std::string& dir) {
       hooks.save_model(dir);
@@ -276,12 +266,7 @@ PpoTrainResult ppo_train(Model& policy, Model* ref, ValueHead& vh, const std::ve
       std::memcpy(vh.weight().value.data, loaded.weight().value.data, size_t(vh.hidden()) * sizeof(float));
       vh.bias().value.f32()[0] = loaded.bias().value.f32()[0];
     };
-  RlRunInfo info;
-  info.max_steps = max_steps;
-  info.logging_steps = std::max<int64_t>(args.logging_steps, 1);
-  info.train_batch_size = B;
-  info.num_train_epochs = args.num_train_epochs;
-  RlCheckpointer ck(co, parts, info);
+  RlCheckpointer ck(rl_checkpoint_options(args), parts, rl_run_info(args, max_steps, B));
   std::optional<RlState> resumed = ck.begin();
   int64_t first_step = 1;
   if (resumed) {
@@ -293,16 +278,13 @@ PpoTrainResult ppo_train(Model& policy, Model* ref, ValueHead& vh, const std::ve
       running.std = rm.at("std").get<double>();
       running.var = rm.at("var").get<double>();
       running.count = rm.at("count").get<double>();
-      cursor = t.at("prompt_cursor").get<size_t>();
-      order = t.at("prompt_order").get<std::vector<int64_t>>();
+      sampler.from_json(t, "prompt_");
       result.reward_mean = t.at("reward_mean").get<std::vector<double>>();
       result.kl = t.at("kl").get<std::vector<double>>();
     } catch (const json::exception& e) {
       fail("cannot resume ppo: the checkpoint's llmtune_state.json trainer_state is incomplete (", e.what(), ")");
     }
-    if (!order.empty() && order.size() != prompts.size())
-      fail("cannot resume ppo: the checkpoint was made with ", order.size(), " prompts, this run has ", prompts.size(),
-           " (use the same --train_file)");
+    sampler.check_prompt_count("ppo");
     first_step = resumed->global_step + 1;
   }
   MetricsLog metrics(args.output_dir, result.log_history, hooks.on_log);
@@ -316,10 +298,9 @@ PpoTrainResult ppo_train(Model& policy, Model* ref, ValueHead& vh, const std::ve
     st.trainer = {{"kl_coef", kl_ctl.value},
                   {"running_moments",
                    {{"mean", running.mean}, {"std", running.std}, {"var", running.var}, {"count", running.count}}},
-                  {"prompt_cursor", cursor},
-                  {"prompt_order", order},
                   {"reward_mean", result.reward_mean},
                   {"kl", result.kl}};
+    sampler.to_json(st.trainer, "prompt_");
     return st;
   };
 
@@ -332,15 +313,7 @@ PpoTrainResult ppo_train(Model& policy, Model* ref, ValueHead& vh, const std::ve
 
     // ---- rollout: prompts, responses, scores
     std::vector<const PromptRow*> batch;
-    while (int64_t(batch.size()) < B) {
-      if (cursor >= order.size()) {
-        order.resize(prompts.size());
-        std::iota(order.begin(), order.end(), 0);
-        for (size_t i = order.size() - 1; i > 0; i--) std::swap(order[i], order[size_t(order_rng.below(i + 1))]);
-        cursor = 0;
-      }
-      batch.push_back(&prompts[size_t(order[cursor++])]);
-    }
+    while (int64_t(batch.size()) < B) batch.push_back(&prompts[sampler.next()]);
     Rollout ro;
     ro.B = B;
     ro.T = T;

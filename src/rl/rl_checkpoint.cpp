@@ -56,6 +56,19 @@ bool is_stale_checkpoint_dir(const std::string& name) {
 
 }  // namespace
 
+RlCheckpointParts rl_checkpoint_parts(std::string trainer, const Model& policy, Optimizer& optimizer,
+                                      LrScheduler& scheduler, std::function<void(const std::string&)> save_model,
+                                      std::function<void(const std::string&)> load_model_weights) {
+  RlCheckpointParts parts;
+  parts.trainer = std::move(trainer);
+  parts.fingerprint = model_fingerprint(policy);
+  parts.optimizer = &optimizer;
+  parts.scheduler = &scheduler;
+  parts.save_model = std::move(save_model);
+  parts.load_model_weights = std::move(load_model_weights);
+  return parts;
+}
+
 void check_rl_output_dir(const RlCheckpointOptions& opt) {
   const std::string& out = opt.output_dir;
   if (out.empty() || opt.overwrite_output_dir || !resolve_resume_checkpoint(opt).empty()) return;

@@ -20,6 +20,7 @@
 //  * The trainer's own counters (data cursor, logging accumulators, KL coefficient, …) travel as one
 //    opaque JSON object (RlState::trainer); doubles round-trip exactly through JSON.
 #pragma once
+#include <algorithm>
 #include <cstdint>
 #include <functional>
 #include <optional>
@@ -30,6 +31,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/rng.h"
+#include "model/model.h"
 #include "train/optimizer.h"
 #include "train/scheduler.h"
 
@@ -73,6 +75,37 @@ struct RlState {
   std::vector<nlohmann::json> log_history;             // the metrics.jsonl entries so far (with "type")
   nlohmann::json trainer = nlohmann::json::object();   // the trainer's own counters, opaque here
 };
+
+// The fields every RL trainer fills the same way. Args is DpoArgs / GrpoArgs / PpoArgs (same field
+// names: output_dir, save_steps, save_total_limit, resume_from_checkpoint, overwrite_output_dir,
+// logging_steps, num_train_epochs); the trainer then adds what is its own (RNG streams, extra
+// optimizers, fingerprint lines, wrapped save/load hooks, eval_steps).
+template <class Args>
+RlCheckpointOptions rl_checkpoint_options(const Args& args) {
+  RlCheckpointOptions co;
+  co.output_dir = args.output_dir;
+  co.save_steps = args.save_steps;
+  co.save_total_limit = args.save_total_limit;
+  co.resume_from_checkpoint = args.resume_from_checkpoint;
+  co.overwrite_output_dir = args.overwrite_output_dir;
+  return co;
+}
+
+// trainer, fingerprint = model_fingerprint(policy), the policy optimizer, the scheduler and the hooks.
+RlCheckpointParts rl_checkpoint_parts(std::string trainer, const Model& policy, Optimizer& optimizer,
+                                      LrScheduler& scheduler, std::function<void(const std::string&)> save_model,
+                                      std::function<void(const std::string&)> load_model_weights);
+
+// max_steps, logging_steps (at least 1), train_batch_size and num_train_epochs; eval_steps stays 0.
+template <class Args>
+RlRunInfo rl_run_info(const Args& args, int64_t max_steps, int64_t train_batch_size) {
+  RlRunInfo info;
+  info.max_steps = max_steps;
+  info.logging_steps = std::max<int64_t>(args.logging_steps, 1);
+  info.train_batch_size = train_batch_size;
+  info.num_train_epochs = args.num_train_epochs;
+  return info;
+}
 
 // Refuses (before anything is loaded) an output_dir that holds another run — checkpoint-N folders,
 // metrics.jsonl or trainer_state.json — unless overwrite_output_dir or resume_from_checkpoint is set.
