@@ -2,57 +2,35 @@
 // LoRA by default (the reference is the same weights with the adapters off), freeze/full keep a frozen
 // reference copy. Same training options as `llmtune train`, plus beta / loss_type / label_smoothing.
 #include <cstdio>
-#include <filesystem>
 #include <memory>
 
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
 #include "cli/progress.h"
+#include "cli/rl_command_setup.h"
 #include "cli/train_options.h"
 #include "core/error.h"
 #include "core/sysinfo.h"
-#include "core/threads.h"
-#include "io/json_file.h"
 #include "model/memory_estimate.h"
-#include "peft/adapter_io.h"
-#include "peft/freeze.h"
 #include "peft/lora.h"
 #include "report/report.h"
 #include "rl/dpo_trainer.h"
-#include "rl/rl_checkpoint.h"
 #include "tokenizer/tokenizer.h"
-
-namespace fs = std::filesystem;
 
 namespace llmtune::cli {
 
 namespace {
 
-// Full / freeze runs write a model folder: give it the tokenizer too, so generate / eval can use it.
-void copy_tokenizer_files(const std::string& from, const std::string& to) {
-  for (const char* f : {"tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json"}) {
-    const fs::path src = fs::path(from) / f;
-    if (fs::exists(src)) fs::copy_file(src, fs::path(to) / f, fs::copy_options::overwrite_existing);
-  }
-}
-
 int run(const ResolvedOptions& o) {
-  set_num_threads(int(o.get_int("num_threads")));
-  TrainPlan plan = resolve_train_plan(o);
+  const TrainPlan plan = resolve_rl_plan(o, "dpo");
   const std::string out_dir = plan.args.output_dir;
-  if (plan.task_type == "SEQ_CLS") fail("dpo trains a causal LM: drop --task / --task_type SEQ_CLS");
-  if (plan.quant.enabled()) fail("dpo: --load_in_4bit / --load_in_8bit are not supported by dpo yet");
-  rl::RlCheckpointOptions ck;
-  ck.output_dir = out_dir;
-  ck.resume_from_checkpoint = plan.args.resume_from_checkpoint;
-  ck.overwrite_output_dir = plan.args.overwrite_output_dir;
-  rl::check_rl_output_dir(ck);  // before anything loads: another run's output_dir fails at once
+  check_rl_output_dir(plan);  // before anything loads: another run's output_dir fails at once
 
-  std::printf("llmtune dpo — resolved configuration:\n%s\n", o.to_json().dump(2).c_str());
-  std::fflush(stdout);
-  Model m = load_model(plan.model_dir);
-  Tokenizer tok = Tokenizer::load(plan.model_dir);
+  print_rl_config(o, "dpo");
+  RlPolicy policy = load_rl_policy(plan);
+  Model& m = policy.model;
+  Tokenizer& tok = policy.tokenizer;
   TokenIds tids{tok.bos_id(), tok.eos_id(), tok.pad_id()};
   EncodeFn enc = [&](std::string_view s, bool special) { return tok.encode(s, special); };
   const int64_t max_length = std::min<int64_t>(plan.max_seq_length, m.cfg.max_position_embeddings);
@@ -66,19 +44,7 @@ int run(const ResolvedOptions& o) {
     std::printf("eval pairs:  %s — %zu pairs\n", plan.eval_file.c_str(), eval.pairs.size());
   }
 
-  // What trains, and what the reference is.
-  LoraConfig lora;
-  std::unique_ptr<Model> ref;
-  Rng init_rng(plan.args.seed);
-  if (plan.method == "lora") {
-    lora = apply_lora(m, plan.lora, init_rng);
-    std::printf("LoRA: r=%lld, lora_alpha=%g, targets %s; reference = the same weights with adapters off\n",
-                (long long)lora.r, lora.lora_alpha, lora.target_modules.describe().c_str());
-  } else {
-    std::printf("%s\n", apply_freeze_policy(m, plan.freeze).c_str());
-    ref = std::make_unique<Model>(load_model(plan.model_dir));  // frozen reference copy
-    std::printf("reference: a frozen copy of %s\n", plan.model_dir.c_str());
-  }
+  attach_trainable(policy, plan, true, "reference");  // what trains, and what the reference is
   std::printf("%s\n", trainable_parameters_string(m).c_str());
 
   rl::DpoArgs a;
@@ -112,21 +78,11 @@ int run(const ResolvedOptions& o) {
   a.overwrite_output_dir = t.overwrite_output_dir;
   a.seed = t.seed;
 
-  fs::create_directories(out_dir);
-  write_json_file(out_dir + "/run_config.json", o.to_json());
+  write_rl_run_config(o, out_dir);
 
-  auto save_model_to = [&](const std::string& dir) {
-    if (plan.method == "lora") {
-      save_adapter(m, lora, dir);
-    } else {
-      save_model(m, dir);
-      copy_tokenizer_files(plan.model_dir, dir);
-    }
-  };
   std::unique_ptr<Progress> progress;
   rl::DpoHooks hooks;
-  hooks.save_model = save_model_to;
-  hooks.load_model_weights = [&](const std::string& dir) { load_trained_weights(m, plan.method == "lora", dir); };
+  set_rl_save_hooks(hooks, policy);
   hooks.on_log = [&](const nlohmann::json& e) {
     const std::string type = e.value("type", "");
     std::string line;
@@ -141,13 +97,7 @@ int run(const ResolvedOptions& o) {
                  e.value("eval_policy_accuracy", 0.0), " | margin ", e.value("eval_rewards/margins", 0.0));
     if (line.empty()) return;
     if (progress && type == "train") line += " | ETA " + format_duration(progress->eta_seconds());
-    if (progress) progress->log_line(line);
-    else std::printf("%s\n", line.c_str());
-    try {
-      write_report(out_dir);
-    } catch (const Error& err) {
-      std::printf("warning: report not updated: %s\n", err.what());
-    }
+    log_line_and_update_report(progress.get(), line, out_dir);
   };
   int64_t shown_max = 0;
   hooks.on_step = [&](int64_t step, int64_t max_steps, double loss) {
@@ -158,14 +108,14 @@ int run(const ResolvedOptions& o) {
     progress->update(step, {{"loss", loss}});
   };
   const double t0 = now_seconds();
-  rl::DpoTrainResult r = rl::dpo_train(m, ref.get(), train.pairs, eval.pairs, a, hooks);
+  rl::DpoTrainResult r = rl::dpo_train(m, policy.ref.get(), train.pairs, eval.pairs, a, hooks);
   if (progress) progress->finish();
   (void)shown_max;
-  save_model_to(out_dir);
+  save_rl_policy(policy, out_dir);
   write_report(out_dir);
   std::printf("done in %.1f s: %lld steps, train_loss %.4f, peak RSS %s\n%s written to %s/ — report: %s/report.html\n",
               now_seconds() - t0, (long long)r.steps, r.train_loss, format_bytes(peak_rss_bytes()).c_str(),
-              plan.method == "lora" ? "adapter" : "model", out_dir.c_str(), out_dir.c_str());
+              policy.lora ? "adapter" : "model", out_dir.c_str(), out_dir.c_str());
   return 0;
 }
 

@@ -9,56 +9,34 @@
 // (which must divide evenly). max_steps <= 0: ceil(num_train_epochs · prompts / prompts per step).
 #include <cmath>
 #include <cstdio>
-#include <filesystem>
 #include <memory>
 
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
 #include "cli/progress.h"
+#include "cli/rl_command_setup.h"
 #include "cli/rl_reward_options.h"
 #include "cli/train_options.h"
 #include "core/error.h"
 #include "core/sysinfo.h"
-#include "core/threads.h"
-#include "io/json_file.h"
 #include "model/memory_estimate.h"
-#include "peft/adapter_io.h"
-#include "peft/freeze.h"
 #include "peft/lora.h"
 #include "report/report.h"
 #include "rl/grpo_trainer.h"
 #include "rl/rewards.h"
-#include "rl/rl_checkpoint.h"
 #include "tokenizer/tokenizer.h"
-
-namespace fs = std::filesystem;
 
 namespace llmtune::cli {
 
 namespace {
 
-// Full / freeze runs write a model folder: give it the tokenizer too, so generate / eval can use it.
-void copy_tokenizer_files(const std::string& from, const std::string& to) {
-  for (const char* f : {"tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json"}) {
-    const fs::path src = fs::path(from) / f;
-    if (fs::exists(src)) fs::copy_file(src, fs::path(to) / f, fs::copy_options::overwrite_existing);
-  }
-}
-
 int run(const ResolvedOptions& o) {
-  set_num_threads(int(o.get_int("num_threads")));
-  TrainPlan plan = resolve_train_plan(o);
+  const TrainPlan plan = resolve_rl_plan(o, "grpo");
   const std::string out_dir = plan.args.output_dir;
-  if (plan.task_type == "SEQ_CLS") fail("grpo trains a causal LM: drop --task / --task_type SEQ_CLS");
-  if (plan.quant.enabled()) fail("grpo: --load_in_4bit / --load_in_8bit are not supported by grpo yet");
   if (!plan.eval_file.empty()) fail("grpo: --eval_file is not supported (GRPO logs the reward of every step)");
   if (plan.packing) fail("grpo: --packing does not apply (completions are generated per prompt)");
-  rl::RlCheckpointOptions ck;
-  ck.output_dir = out_dir;
-  ck.resume_from_checkpoint = plan.args.resume_from_checkpoint;
-  ck.overwrite_output_dir = plan.args.overwrite_output_dir;
-  rl::check_rl_output_dir(ck);  // before anything loads: another run's output_dir fails at once
+  check_rl_output_dir(plan);  // before anything loads: another run's output_dir fails at once
 
   const TrainingArguments& t = plan.args;
   const int64_t G = o.get_int("num_generations");
@@ -69,12 +47,12 @@ int run(const ResolvedOptions& o) {
          ": make it one (e.g. --per_device_train_batch_size ", G, ")");
   const int64_t max_new = o.get_int("max_completion_length");
 
-  std::printf("llmtune grpo — resolved configuration:\n%s\n", o.to_json().dump(2).c_str());
-  std::fflush(stdout);
+  print_rl_config(o, "grpo");
   // Rewards first: a bad spec (or reward model folder) fails before the policy loads.
   std::vector<rl::RewardSpec> rewards = reward_specs_from_options(o);
-  Model m = load_model(plan.model_dir);
-  Tokenizer tok = Tokenizer::load(plan.model_dir);
+  RlPolicy policy = load_rl_policy(plan);
+  Model& m = policy.model;
+  Tokenizer& tok = policy.tokenizer;
   EncodeFn enc = [&](std::string_view s, bool special) { return tok.encode(s, special); };
   std::vector<rl::PromptRow> prompts =
       rl::load_prompt_rows(plan.train_file, enc, m.cfg.max_position_embeddings, max_new);
@@ -119,22 +97,8 @@ int run(const ResolvedOptions& o) {
   a.eos_ids = m.cfg.eos_token_ids;
   if (a.eos_ids.empty() && tok.eos_id() >= 0) a.eos_ids = {tok.eos_id()};
 
-  // What trains, and what the KL reference is.
-  LoraConfig lora;
-  std::unique_ptr<Model> ref;
-  Rng init_rng(t.seed);
-  if (plan.method == "lora") {
-    lora = apply_lora(m, plan.lora, init_rng);
-    std::printf("LoRA: r=%lld, lora_alpha=%g, targets %s%s\n", (long long)lora.r, lora.lora_alpha,
-                lora.target_modules.describe().c_str(),
-                a.loss.beta != 0 ? "; KL reference = the same weights with adapters off" : "");
-  } else {
-    std::printf("%s\n", apply_freeze_policy(m, plan.freeze).c_str());
-    if (a.loss.beta != 0) {
-      ref = std::make_unique<Model>(load_model(plan.model_dir));
-      std::printf("KL reference: a frozen copy of %s\n", plan.model_dir.c_str());
-    }
-  }
+  // What trains, and what the KL reference is (none when beta is 0).
+  attach_trainable(policy, plan, a.loss.beta != 0, "KL reference");
   if (a.loss.beta == 0) std::printf("beta 0: no KL term and no reference model (TRL >= 0.19 default)\n");
   std::printf("%s\n", trainable_parameters_string(m).c_str());
   std::printf("\ntraining: %lld steps × %lld prompts × %lld generations (%lld completions per step), "
@@ -142,21 +106,11 @@ int run(const ResolvedOptions& o) {
               (long long)max_steps, (long long)a.prompts_per_step, (long long)G, (long long)completions,
               (long long)max_new);
 
-  fs::create_directories(out_dir);
-  write_json_file(out_dir + "/run_config.json", o.to_json());
+  write_rl_run_config(o, out_dir);
 
-  auto save_model_to = [&](const std::string& dir) {
-    if (plan.method == "lora") {
-      save_adapter(m, lora, dir);
-    } else {
-      save_model(m, dir);
-      copy_tokenizer_files(plan.model_dir, dir);
-    }
-  };
   std::unique_ptr<Progress> progress;
   rl::GrpoHooks hooks;
-  hooks.save_model = save_model_to;
-  hooks.load_model_weights = [&](const std::string& dir) { load_trained_weights(m, plan.method == "lora", dir); };
+  set_rl_save_hooks(hooks, policy);
   hooks.decode = [&](const std::vector<int32_t>& ids) { return tok.decode(ids, true); };
   hooks.on_log = [&](const nlohmann::json& e) {
     if (e.value("type", "") != "train") return;
@@ -165,28 +119,22 @@ int run(const ResolvedOptions& o) {
                            " | clip ", e.value("clip_ratio/region_mean", 0.0), " | length ",
                            e.value("completions/mean_length", 0.0), " | lr ", e.value("learning_rate", 0.0));
     if (progress) line += " | ETA " + format_duration(progress->eta_seconds());
-    if (progress) progress->log_line(line);
-    else std::printf("%s\n", line.c_str());
-    try {
-      write_report(out_dir);
-    } catch (const Error& err) {
-      std::printf("warning: report not updated: %s\n", err.what());
-    }
+    log_line_and_update_report(progress.get(), line, out_dir);
   };
   hooks.on_step = [&](int64_t step, int64_t total, double loss, double reward) {
     if (!progress) progress = std::make_unique<Progress>(total, stdout);
     progress->update(step, {{"loss", loss}, {"reward", reward}});
   };
   const double t0 = now_seconds();
-  rl::GrpoTrainResult r = rl::grpo_train(m, ref.get(), prompts, rewards, a, hooks);
+  rl::GrpoTrainResult r = rl::grpo_train(m, policy.ref.get(), prompts, rewards, a, hooks);
   if (progress) progress->finish();
-  save_model_to(out_dir);
+  save_rl_policy(policy, out_dir);
   write_report(out_dir);
   const size_t n = r.reward_mean.size();
   std::printf("done in %.1f s: %lld steps, mean reward %.4f (first step) → %.4f (last step), peak RSS %s\n"
               "%s written to %s/ — report: %s/report.html\n",
               now_seconds() - t0, (long long)r.steps, n ? r.reward_mean.front() : 0.0, n ? r.reward_mean.back() : 0.0,
-              format_bytes(peak_rss_bytes()).c_str(), plan.method == "lora" ? "adapter" : "model", out_dir.c_str(),
+              format_bytes(peak_rss_bytes()).c_str(), policy.lora ? "adapter" : "model", out_dir.c_str(),
               out_dir.c_str());
   return 0;
 }

@@ -21,9 +21,7 @@ int run(const ResolvedOptions& o) {
   const std::string src = o.get_string("model");
   write_dir_atomic(out, [&](const std::string& tmp) {
     save_model(lm.model, tmp);
-    for (const char* f : {"tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json",
-                          "generation_config.json"})
-      if (fs::exists(fs::path(src) / f)) fs::copy_file(fs::path(src) / f, fs::path(tmp) / f);
+    copy_tokenizer_files(src, tmp);
   });
   std::printf("merged %s + %s → %s\n", src.c_str(), o.get_string("adapter").c_str(), out.c_str());
   return 0;

@@ -4,30 +4,23 @@
 // `llmtune train` plus the PPO ones; writes the adapter/model and value_head.safetensors to output_dir.
 #include <algorithm>
 #include <cstdio>
-#include <filesystem>
 #include <memory>
 
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
 #include "cli/progress.h"
+#include "cli/rl_command_setup.h"
 #include "cli/rl_reward_options.h"
 #include "cli/train_options.h"
 #include "core/error.h"
 #include "core/sysinfo.h"
-#include "core/threads.h"
-#include "io/json_file.h"
 #include "model/memory_estimate.h"
-#include "peft/adapter_io.h"
-#include "peft/freeze.h"
 #include "peft/lora.h"
 #include "report/report.h"
 #include "rl/ppo_trainer.h"
-#include "rl/rl_checkpoint.h"
 #include "tokenizer/tokenizer.h"
 #include "train/trainer.h"
-
-namespace fs = std::filesystem;
 
 namespace llmtune::cli {
 
@@ -94,26 +87,19 @@ rl::PpoArgs ppo_args_from(const ResolvedOptions& o, const TrainPlan& plan) {
 }
 
 int run(const ResolvedOptions& o) {
-  set_num_threads(int(o.get_int("num_threads")));
-  TrainPlan plan = resolve_train_plan(o);
+  const TrainPlan plan = resolve_rl_plan(o, "ppo");
   const std::string out_dir = plan.args.output_dir;
-  if (plan.task_type == "SEQ_CLS") fail("ppo trains a causal LM: drop --task / --task_type SEQ_CLS");
-  if (plan.quant.enabled()) fail("ppo: --load_in_4bit / --load_in_8bit are not supported by ppo yet");
   if (plan.bf16) fail("ppo: --bf16 / --fp16 are not supported by ppo yet (it trains in float32)");
   if (!plan.eval_file.empty()) fail("ppo has no evaluation loop: drop --eval_file");
   // Rewards first: a bad spec (or reward model folder) fails before the policy loads.
   const std::vector<rl::RewardSpec> rewards = reward_specs_from_options(o);
   rl::PpoArgs a = ppo_args_from(o, plan);
-  rl::RlCheckpointOptions ck;
-  ck.output_dir = out_dir;
-  ck.resume_from_checkpoint = plan.args.resume_from_checkpoint;
-  ck.overwrite_output_dir = plan.args.overwrite_output_dir;
-  rl::check_rl_output_dir(ck);  // before the policy loads: another run's output_dir fails at once
+  check_rl_output_dir(plan);  // before the policy loads: another run's output_dir fails at once
 
-  std::printf("llmtune ppo — resolved configuration:\n%s\n", o.to_json().dump(2).c_str());
-  std::fflush(stdout);
-  Model m = load_model(plan.model_dir);
-  Tokenizer tok = Tokenizer::load(plan.model_dir);
+  print_rl_config(o, "ppo");
+  RlPolicy policy = load_rl_policy(plan);
+  Model& m = policy.model;
+  Tokenizer& tok = policy.tokenizer;
   EncodeFn enc = [&](std::string_view s, bool special) { return tok.encode(s, special); };
   a.eos_ids = m.cfg.eos_token_ids;
   if (a.eos_ids.empty() && tok.eos_id() >= 0) a.eos_ids.push_back(tok.eos_id());
@@ -135,34 +121,16 @@ int run(const ResolvedOptions& o) {
               (long long)a.per_device_train_batch_size, (long long)a.num_ppo_epochs,
               a.variant == rl::PpoVariant::classic ? "classic (TRL <= 0.11)" : "current (TRL >= 0.12)");
 
-  // What trains, and what the reference is.
-  LoraConfig lora;
-  std::unique_ptr<Model> ref;
-  Rng init_rng(plan.args.seed);
-  if (plan.method == "lora") {
-    lora = apply_lora(m, plan.lora, init_rng);
-    std::printf("LoRA: r=%lld, lora_alpha=%g, targets %s; reference = the same weights with adapters off\n",
-                (long long)lora.r, lora.lora_alpha, lora.target_modules.describe().c_str());
-  } else {
-    std::printf("%s\n", apply_freeze_policy(m, plan.freeze).c_str());
-    ref = std::make_unique<Model>(load_model(plan.model_dir));  // frozen reference copy
-    std::printf("reference: a frozen copy of %s\n", plan.model_dir.c_str());
-  }
+  attach_trainable(policy, plan, true, "reference");  // what trains, and what the reference is
   rl::ValueHead vh = rl::make_value_head(m.cfg.hidden_size, float(o.get_float("v_head_init_std")), plan.args.seed);
   std::printf("%s; value head: Linear(%lld -> 1) on the last hidden state, trained in full\n",
               trainable_parameters_string(m).c_str(), (long long)m.cfg.hidden_size);
 
-  fs::create_directories(out_dir);  // ppo_train clears an overwritten run's checkpoints / loads a resumed one
-  write_json_file(out_dir + "/run_config.json", o.to_json());
+  write_rl_run_config(o, out_dir);
 
-  auto save_model_to = [&](const std::string& dir) {
-    if (plan.method == "lora") save_adapter(m, lora, dir);
-    else save_model(m, dir);
-  };
   std::unique_ptr<Progress> progress;
   rl::PpoHooks hooks;
-  hooks.save_model = save_model_to;
-  hooks.load_model_weights = [&](const std::string& dir) { load_trained_weights(m, plan.method == "lora", dir); };
+  set_rl_save_hooks(hooks, policy);
   hooks.decode = [&](const std::vector<int32_t>& ids) { return tok.decode(ids, true); };
   hooks.on_log = [&](const nlohmann::json& e) {
     if (e.value("type", "") != "train") return;
@@ -173,13 +141,7 @@ int run(const ResolvedOptions& o) {
             e.value("policy/approxkl_avg", 0.0), " | pg_loss ", e.value("loss/policy_avg", 0.0), " | lr ",
             e.value("learning_rate", 0.0), " | resp_len ", e.value("response_length", 0.0), " | ",
             e.value("elapsed_seconds", 0.0), " s");
-    if (progress) progress->log_line(line);
-    else std::printf("%s\n", line.c_str());
-    try {
-      write_report(out_dir);
-    } catch (const Error& err) {
-      std::printf("warning: report not updated: %s\n", err.what());
-    }
+    log_line_and_update_report(progress.get(), line, out_dir);
   };
   hooks.on_step = [&](int64_t step, int64_t total, const nlohmann::json& s) {
     if (!progress) progress = std::make_unique<Progress>(total, stdout);
@@ -188,15 +150,15 @@ int run(const ResolvedOptions& o) {
                             {"loss", s.value("loss", 0.0)}});
   };
   const double t0 = now_seconds();
-  rl::PpoTrainResult r = rl::ppo_train(m, ref.get(), vh, prompts, rewards, a, hooks);
+  rl::PpoTrainResult r = rl::ppo_train(m, policy.ref.get(), vh, prompts, rewards, a, hooks);
   if (progress) progress->finish();
-  save_model_to(out_dir);
+  save_rl_policy(policy, out_dir);
   rl::save_value_head(vh, out_dir + "/" + rl::kValueHeadFile);
   write_report(out_dir);
   std::printf("done in %.1f s: %lld PPO steps, reward %.4f -> %.4f, final kl %.4f (kl_coef %.4g), peak RSS %s\n"
               "%s and %s written to %s/ — report: %s/report.html\n",
               now_seconds() - t0, (long long)r.steps, r.reward_mean.front(), r.reward_mean.back(), r.kl.back(),
-              r.final_kl_coef, format_bytes(peak_rss_bytes()).c_str(), plan.method == "lora" ? "adapter" : "model",
+              r.final_kl_coef, format_bytes(peak_rss_bytes()).c_str(), policy.lora ? "adapter" : "model",
               rl::kValueHeadFile, out_dir.c_str(), out_dir.c_str());
   return 0;
 }

@@ -75,15 +75,6 @@ void write_samples(const std::string& dir, const std::vector<std::string>& promp
   write_json_file(dir + "/samples.json", j);
 }
 
-// Copies the tokenizer files next to a saved full model so the folder is a complete HF model.
-void copy_tokenizer_files(const std::string& from, const std::string& to) {
-  for (const char* f : {"tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json",
-                        "generation_config.json"}) {
-    fs::path src = fs::path(from) / f;
-    if (fs::exists(src)) fs::copy_file(src, fs::path(to) / f, fs::copy_options::overwrite_existing);
-  }
-}
-
 int run(const ResolvedOptions& o) {
   set_num_threads(int(o.get_int("num_threads")));
   TrainPlan plan = resolve_train_plan(o);

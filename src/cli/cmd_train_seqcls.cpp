@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <memory>
 
+#include "cli/model_loading.h"
 #include "cli/progress.h"
 #include "core/error.h"
 #include "core/sysinfo.h"
@@ -20,12 +21,12 @@
 #include "data/collator.h"
 #include "data/loader.h"
 #include "io/json_file.h"
-#include "io/safetensors.h"
 #include "model/heads.h"
 #include "peft/adapter_io.h"
 #include "peft/freeze.h"
 #include "peft/lora.h"
 #include "report/report.h"
+#include "rl/reward_model.h"
 #include "train/seqcls.h"
 #include "train/trainer.h"
 
@@ -34,13 +35,6 @@ namespace fs = std::filesystem;
 namespace llmtune::cli {
 
 namespace {
-
-void copy_tokenizer_files(const std::string& from, const std::string& to) {
-  for (const char* f : {"tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json"}) {
-    fs::path src = fs::path(from) / f;
-    if (fs::exists(src)) fs::copy_file(src, fs::path(to) / f, fs::copy_options::overwrite_existing);
-  }
-}
 
 nlohmann::json seq_cls_info(const ModelConfig& c, const std::string& task) {
   nlohmann::json id2label = nlohmann::json::object(), label2id = nlohmann::json::object();
@@ -95,43 +89,13 @@ bool is_classifier(const std::string& model_dir, const std::string& adapter_dir)
 }
 
 LoadedClassifier load_classifier(const std::string& model_dir, const std::string& adapter_dir) {
-  LoadedClassifier out{{load_model(model_dir), Tokenizer::load(model_dir)}, "", false};
+  // The model (+ SEQ_CLS adapter and its head) is loaded by the library, as for an RL reward model.
+  std::vector<std::string> warnings;
+  LoadedClassifier out{
+      {rl::load_model_with_seq_cls_adapter(model_dir, adapter_dir, &warnings), Tokenizer::load(model_dir)}, "", false};
+  for (auto& w : warnings) std::fprintf(stderr, "warning: %s\n", w.c_str());
   Model& m = out.lm.model;
-  if (!adapter_dir.empty()) {
-    if (!m.cfg.is_seq_cls) {
-      // A SEQ_CLS adapter on a causal-LM base: the head's shape comes from the adapter's score.weight,
-      // the label names and problem_type from seq_cls_config.json when llmtune wrote the adapter.
-      const std::string st = (fs::path(adapter_dir) / "adapter_model.safetensors").string();
-      if (!fs::exists(st)) fail(adapter_dir, ": no adapter_model.safetensors (not a PEFT adapter folder)");
-      SafetensorsFile f = open_safetensors(st);
-      // PEFT writes the trained copy as base_model.model.score.weight; its in-memory spelling
-      // (...score.modules_to_save.default.weight) is accepted by load_adapter too.
-      std::string key = "base_model.model.score.weight";
-      if (!f.has(key) && f.has("base_model.model.score.modules_to_save.default.weight"))
-        key = "base_model.model.score.modules_to_save.default.weight";
-      if (!f.has(key))
-        fail(st, ": has no 'base_model.model.score.weight': the classification head was not saved with the adapter "
-             "(a SEQ_CLS adapter must list 'score' in modules_to_save)");
-      SeqClsOptions so;
-      so.num_labels = f.info(key).shape.at(0);
-      const std::string info = (fs::path(adapter_dir) / kSeqClsInfoFile).string();
-      if (fs::exists(info)) {
-        const nlohmann::json j = read_json_file(info);
-        if (j.contains("id2label") && j["id2label"].is_object() && int64_t(j["id2label"].size()) == so.num_labels)
-          for (int64_t i = 0; i < so.num_labels; i++)
-            so.id2label.push_back(j["id2label"].value(std::to_string(i), cat("LABEL_", i)));
-        if (j.contains("problem_type") && j["problem_type"].is_string())
-          so.problem_type = j["problem_type"].get<std::string>();
-      }
-      add_classification_head(m, so);
-    }
-    std::vector<std::string> warnings;
-    load_adapter(m, adapter_dir, false, &warnings);
-    for (auto& w : warnings) std::fprintf(stderr, "warning: %s\n", w.c_str());
-    out.task = read_task(adapter_dir);
-  } else {
-    out.task = read_task(model_dir);
-  }
+  out.task = read_task(adapter_dir.empty() ? model_dir : adapter_dir);
   if (!m.cfg.is_seq_cls) fail(model_dir, " is not a sequence-classification model (and no SEQ_CLS adapter was given)");
   out.task_recorded = !out.task.empty();
   // No seq_cls_config.json (a folder written by HF): what its config implies — one output is regression.
@@ -256,7 +220,7 @@ int run_seqcls_train(const ResolvedOptions& o, const TrainPlan& plan) {
       save_adapter(m, lora, dir);
     } else {
       save_model(m, dir);
-      copy_tokenizer_files(plan.model_dir, dir);
+      copy_tokenizer_files(plan.model_dir, dir, /*generation_config=*/false);
     }
     write_json_file((fs::path(dir) / kSeqClsInfoFile).string(), info);
   };

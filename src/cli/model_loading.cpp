@@ -2,10 +2,13 @@
 #include "cli/model_loading.h"
 
 #include <cstdio>
+#include <filesystem>
 
 #include "core/error.h"
 #include "core/threads.h"
 #include "peft/adapter_io.h"
+
+namespace fs = std::filesystem;
 
 namespace llmtune::cli {
 
@@ -26,6 +29,15 @@ LoadedModel load_for_cli(const ResolvedOptions& o) {
     for (auto& w : warnings) std::fprintf(stderr, "warning: %s\n", w.c_str());
   }
   return lm;
+}
+
+void copy_tokenizer_files(const std::string& from, const std::string& to, bool generation_config) {
+  for (const char* f : {"tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json",
+                        "generation_config.json"}) {
+    if (!generation_config && std::string(f) == "generation_config.json") continue;
+    const fs::path src = fs::path(from) / f;
+    if (fs::exists(src)) fs::copy_file(src, fs::path(to) / f, fs::copy_options::overwrite_existing);
+  }
 }
 
 }  // namespace llmtune::cli

@@ -40,27 +40,44 @@ std::string adapter_base_model_dir(const std::string& adapter_dir) {
        "source tree): point it at the base model's folder");
 }
 
-Model load_seq_cls_model(const std::string& model_dir, const std::string& adapter_dir) {
+Model load_model_with_seq_cls_adapter(const std::string& model_dir, const std::string& adapter_dir,
+                                      std::vector<std::string>* warnings) {
   Model m = load_model(model_dir);
-  if (!adapter_dir.empty()) {
-    if (!m.cfg.is_seq_cls) {
-      // A SEQ_CLS adapter on a causal-LM base: the head's shape and values come from the adapter.
-      const std::string st = (fs::path(adapter_dir) / "adapter_model.safetensors").string();
-      if (!fs::exists(st)) fail(adapter_dir, ": no adapter_model.safetensors (not a PEFT adapter folder)");
-      SafetensorsFile f = open_safetensors(st);
-      // PEFT writes the trained copy as base_model.model.score.weight; its in-memory spelling is accepted too.
-      std::string key = "base_model.model.score.weight";
-      if (!f.has(key) && f.has("base_model.model.score.modules_to_save.default.weight"))
-        key = "base_model.model.score.modules_to_save.default.weight";
-      if (!f.has(key))
-        fail(st, ": has no '", key, "': the classification head was not saved with the adapter (a SEQ_CLS "
-             "adapter must list 'score' in modules_to_save; was it trained with --task reward?)");
-      SeqClsOptions so;
-      so.num_labels = f.info(key).shape.at(0);
-      add_classification_head(m, so);
+  if (adapter_dir.empty()) return m;
+  if (!m.cfg.is_seq_cls) {
+    // A SEQ_CLS adapter on a causal-LM base: the head's shape comes from the adapter's score.weight,
+    // the label names and problem_type from seq_cls_config.json when llmtune wrote the adapter.
+    const std::string st = (fs::path(adapter_dir) / "adapter_model.safetensors").string();
+    if (!fs::exists(st)) fail(adapter_dir, ": no adapter_model.safetensors (not a PEFT adapter folder)");
+    SafetensorsFile f = open_safetensors(st);
+    // PEFT writes the trained copy as base_model.model.score.weight; its in-memory spelling
+    // (...score.modules_to_save.default.weight) is accepted by load_adapter too.
+    std::string key = "base_model.model.score.weight";
+    if (!f.has(key) && f.has("base_model.model.score.modules_to_save.default.weight"))
+      key = "base_model.model.score.modules_to_save.default.weight";
+    if (!f.has(key))
+      fail(st, ": has no 'base_model.model.score.weight': the classification head was not saved with the adapter "
+           "(a SEQ_CLS adapter must list 'score' in modules_to_save)");
+    SeqClsOptions so;
+    so.num_labels = f.info(key).shape.at(0);
+    // The file llmtune writes next to a seq-cls model / SEQ_CLS adapter (cli::kSeqClsInfoFile).
+    const std::string info = (fs::path(adapter_dir) / "seq_cls_config.json").string();
+    if (fs::exists(info)) {
+      const nlohmann::json j = read_json_file(info);
+      if (j.contains("id2label") && j["id2label"].is_object() && int64_t(j["id2label"].size()) == so.num_labels)
+        for (int64_t i = 0; i < so.num_labels; i++)
+          so.id2label.push_back(j["id2label"].value(std::to_string(i), cat("LABEL_", i)));
+      if (j.contains("problem_type") && j["problem_type"].is_string())
+        so.problem_type = j["problem_type"].get<std::string>();
     }
-    load_adapter(m, adapter_dir, false);
+    add_classification_head(m, so);
   }
+  load_adapter(m, adapter_dir, false, warnings);
+  return m;
+}
+
+Model load_seq_cls_model(const std::string& model_dir, const std::string& adapter_dir) {
+  Model m = load_model_with_seq_cls_adapter(model_dir, adapter_dir);
   if (!m.cfg.is_seq_cls)
     fail(adapter_dir.empty() ? model_dir : adapter_dir,
          " is not a sequence-classification model (train one with `llmtune train --task reward`)");

@@ -21,9 +21,17 @@ namespace llmtune::rl {
 
 struct RewardInput;
 
+// `model_dir`'s weights and, when adapter_dir is not "", a SEQ_CLS adapter on top, frozen (inference). On a
+// causal-LM base the head is created first with the adapter's score.weight shape, and the label names /
+// problem_type of the adapter's seq_cls_config.json when llmtune wrote one. Does not check that the result
+// is a classifier (the callers word that failure). load_adapter's warnings go to *warnings (null: dropped).
+// Also what `llmtune classify` / `eval` load a classifier with (cli::load_classifier).
+Model load_model_with_seq_cls_adapter(const std::string& model_dir, const std::string& adapter_dir,
+                                      std::vector<std::string>* warnings = nullptr);
+
 // A classifier (any number of labels): `model_dir` a *ForSequenceClassification folder, or a causal-LM
 // base when `adapter_dir` holds a SEQ_CLS adapter (the head gets the adapter's score.weight shape and
-// values). adapter_dir may be "". The adapters are frozen (inference).
+// values). adapter_dir may be "". The adapters are frozen (inference). Fails when it is no classifier.
 Model load_seq_cls_model(const std::string& model_dir, const std::string& adapter_dir);
 
 // base_model_name_or_path of an adapter folder, resolved: as written when it exists (absolute or from the
