@@ -157,7 +157,8 @@ void build(Model& m, bool allocate = true) {
   } else {
     const std::string head = c.arch == Arch::GPTNeoX ? "embed_out" : "lm_head";
     if (c.tie_word_embeddings) {
-      m.lm_head = LinearModule{head, m.embed, nullptr, E, V, false, {}};
+      m.lm_head = LinearModule{};
+      m.lm_head.name = head, m.lm_head.weight = m.embed, m.lm_head.in = E, m.lm_head.out = V;
     } else {
       b.linear(m.lm_head, head, E, V, false, false);
     }
