@@ -2,18 +2,17 @@
 // "error: " line naming the file and the problem, exit code 1, no crash), and checks the good paths
 // (tokenize, generate --json, eval, info) against the same computation done in-process.
 #include <gtest/gtest.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <sstream>
 #include <string>
 #include <vector>
 
 #include <nlohmann/json.hpp>
+
+#include "cli_test_util.h"
 
 #include "core/threads.h"
 #include "io/atomic_file.h"
@@ -32,74 +31,15 @@ namespace {
 
 const std::string kGolden = std::string(LLMTUNE_TEST_DATA) + "/golden/";
 
-struct RunResult {
-  int exit_code = -1;  // -1: killed by a signal
-  int signal = 0;
-  std::string out, err;
+using llmtune::cli_test::CliRun;
+using llmtune::cli_test::put;
+using llmtune::cli_test::run_llmtune;
+using llmtune::cli_test::slurp;
+
+// This file's scratch folders.
+struct Scratch : llmtune::cli_test::Scratch {
+  Scratch() : llmtune::cli_test::Scratch("llmtune_cli_") {}
 };
-
-std::string shell_quote(const std::string& s) {
-  std::string q = "'";
-  for (char c : s) {
-    if (c == '\'') q += "'\\''";
-    else q += c;
-  }
-  return q + "'";
-}
-
-std::string slurp(const fs::path& p) {
-  std::ifstream f(p, std::ios::binary);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-
-void put(const fs::path& p, const std::string& bytes) {
-  std::ofstream f(p, std::ios::binary | std::ios::trunc);
-  f << bytes;
-}
-
-// A scratch folder per test, removed afterwards.
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    path = fs::temp_directory_path() /
-           ("llmtune_cli_" + std::to_string(::getpid()) + "_" +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-};
-
-// Runs llmtune with `args` (each quoted), stdout through popen, stderr into a file.
-RunResult run_cli(const std::vector<std::string>& args, const fs::path& scratch) {
-  std::string cmd = shell_quote(LLMTUNE_BINARY);
-  for (auto& a : args) {
-    cmd += ' ';
-    cmd += shell_quote(a);
-  }
-  fs::path err_path = scratch / "stderr.txt";
-  cmd += " 2>";
-  cmd += shell_quote(err_path.string());
-  RunResult r;
-  FILE* p = ::popen(cmd.c_str(), "r");
-  if (!p) {
-    ADD_FAILURE() << "popen failed for " << cmd;
-    return r;
-  }
-  char buf[4096];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
-  int status = ::pclose(p);
-  if (WIFEXITED(status)) r.exit_code = WEXITSTATUS(status);
-  else if (WIFSIGNALED(status)) r.signal = WTERMSIG(status);
-  r.err = slurp(err_path);
-  return r;
-}
 
 // Byte-level BPE tokenizer.json with `vocab_size` entries: <|endoftext|> (0), the printable ASCII
 // bytes '!'..'~' (1..94), 'Ġ' (space, 95), then merges while ids stay below vocab_size.
@@ -151,9 +91,9 @@ fs::path make_model_dir(const fs::path& dir, const std::string& name) {
 
 // The one-error-line contract: exit 1, nothing on stdout, exactly one stderr line "error: ...",
 // containing every one of `needles`.
-void expect_clean_error(const RunResult& r, const std::vector<std::string>& needles) {
+void expect_clean_error(const CliRun& r, const std::vector<std::string>& needles) {
   SCOPED_TRACE("stderr: " + r.err);
-  EXPECT_EQ(r.signal, 0) << "killed by signal";
+  EXPECT_NE(r.exit_code, -1) << "killed by a signal";
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_EQ(r.err.rfind("error: ", 0), 0u) << "stderr must start with 'error: '";
   ASSERT_FALSE(r.err.empty());
@@ -169,14 +109,9 @@ struct OneThread {
   ~OneThread() { set_num_threads(before); }
 };
 
-bool have_binary() { return fs::exists(LLMTUNE_BINARY); }
-
-#define REQUIRE_BINARY() \
-  if (!have_binary()) GTEST_SKIP() << LLMTUNE_BINARY << " not built (LLMTUNE_ONLY build?)"
-
-RunResult generate_on(const fs::path& model, const fs::path& scratch, const std::string& prompt = "hello there") {
-  return run_cli({"generate", "--model", model.string(), "--prompt", prompt, "--max_new_tokens", "3", "--num_threads", "1"},
-                 scratch);
+CliRun generate_on(const fs::path& model, const fs::path& scratch, const std::string& prompt = "hello there") {
+  return run_llmtune(
+      {"generate", "--model", model.string(), "--prompt", prompt, "--max_new_tokens", "3", "--num_threads", "1"}, scratch);
 }
 
 // safetensors helpers: split a file into (header JSON, data section) and join them back.
@@ -199,7 +134,7 @@ std::string join_safetensors(const json& header, const std::string& data) {
 
 TEST(CliErrors, TruncatedSafetensors) {
   REQUIRE_BINARY();
-  TempDir tmp;
+  Scratch tmp;
   fs::path d = make_model_dir(tmp.path / "m", "neox_parallel");
   std::string bytes = slurp(d / "model.safetensors");
   // Cut inside the data section, then inside the header.
@@ -213,7 +148,7 @@ TEST(CliErrors, TruncatedSafetensors) {
 
 TEST(CliErrors, CorruptSafetensorsHeader) {
   REQUIRE_BINARY();
-  TempDir tmp;
+  Scratch tmp;
   fs::path d = make_model_dir(tmp.path / "m", "neox_parallel");
   std::string bytes = slurp(d / "model.safetensors");
   ASSERT_EQ(bytes[8], '{');
@@ -224,7 +159,7 @@ TEST(CliErrors, CorruptSafetensorsHeader) {
 
 TEST(CliErrors, DataOffsetsOutOfRange) {
   REQUIRE_BINARY();
-  TempDir tmp;
+  Scratch tmp;
   fs::path d = make_model_dir(tmp.path / "m", "neox_parallel");
   auto [header, data] = split_safetensors(slurp(d / "model.safetensors"));
   const std::string victim = "gpt_neox.final_layer_norm.weight";
@@ -236,7 +171,7 @@ TEST(CliErrors, DataOffsetsOutOfRange) {
 
 TEST(CliErrors, MissingTensor) {
   REQUIRE_BINARY();
-  TempDir tmp;
+  Scratch tmp;
   fs::path d = make_model_dir(tmp.path / "m", "neox_parallel");
   const std::string victim = "gpt_neox.layers.1.mlp.dense_4h_to_h.weight";
   {
@@ -252,7 +187,7 @@ TEST(CliErrors, MissingTensor) {
 
 TEST(CliErrors, WrongTensorShape) {
   REQUIRE_BINARY();
-  TempDir tmp;
+  Scratch tmp;
   fs::path d = make_model_dir(tmp.path / "m", "llama_gqa_untied");
   const std::string victim = "model.layers.0.self_attn.k_proj.weight";
   {
@@ -270,7 +205,7 @@ TEST(CliErrors, WrongTensorShape) {
 
 TEST(CliErrors, NoWeightsAtAll) {
   REQUIRE_BINARY();
-  TempDir tmp;
+  Scratch tmp;
   fs::path d = make_model_dir(tmp.path / "m", "gpt2");
   fs::remove(d / "model.safetensors");
   expect_clean_error(generate_on(d, tmp.path), {d.string(), "model.safetensors"});
@@ -280,49 +215,49 @@ TEST(CliErrors, NoWeightsAtAll) {
 
 TEST(CliErrors, ConfigMissingField) {
   REQUIRE_BINARY();
-  TempDir tmp;
+  Scratch tmp;
   fs::path d = make_model_dir(tmp.path / "m", "neox_parallel");
   json cfg = json::parse(slurp(d / "config.json"));
   cfg.erase("hidden_size");
   put(d / "config.json", cfg.dump(2));
   for (const char* cmd : {"generate", "info"}) {
     SCOPED_TRACE(cmd);
-    RunResult r = std::string(cmd) == "info" ? run_cli({"info", "--model", d.string()}, tmp.path)
-                                             : generate_on(d, tmp.path);
+    CliRun r = std::string(cmd) == "info" ? run_llmtune({"info", "--model", d.string()}, tmp.path)
+                                          : generate_on(d, tmp.path);
     expect_clean_error(r, {(d / "config.json").string(), "hidden_size", "missing"});
   }
 }
 
 TEST(CliErrors, ConfigNotJson) {
   REQUIRE_BINARY();
-  TempDir tmp;
+  Scratch tmp;
   fs::path d = make_model_dir(tmp.path / "m", "qwen2_bias");
   put(d / "config.json", "{\"model_type\": \"qwen2\", \"hidden_size\": 64,,\n");
   expect_clean_error(generate_on(d, tmp.path), {(d / "config.json").string(), "JSON"});
   put(d / "config.json", "");
-  expect_clean_error(run_cli({"info", "--model", d.string()}, tmp.path), {(d / "config.json").string(), "JSON"});
+  expect_clean_error(run_llmtune({"info", "--model", d.string()}, tmp.path), {(d / "config.json").string(), "JSON"});
 }
 
 TEST(CliErrors, UnsupportedModelType) {
   REQUIRE_BINARY();
-  TempDir tmp;
+  Scratch tmp;
   fs::path d = make_model_dir(tmp.path / "m", "neox_parallel");
   json cfg = json::parse(slurp(d / "config.json"));
   cfg["model_type"] = "mamba";
   cfg["architectures"] = {"MambaForCausalLM"};
   put(d / "config.json", cfg.dump(2));
-  RunResult r = generate_on(d, tmp.path);
+  CliRun r = generate_on(d, tmp.path);
   expect_clean_error(r, {(d / "config.json").string(), "mamba", "not supported", "gpt_neox", "llama", "qwen2", "gpt2"});
 }
 
 TEST(CliErrors, MalformedTokenizerJson) {
   REQUIRE_BINARY();
-  TempDir tmp;
+  Scratch tmp;
   fs::path d = make_model_dir(tmp.path / "m", "neox_parallel");
   std::string good = slurp(d / "tokenizer.json");
   put(d / "tokenizer.json", good.substr(0, good.size() / 2));  // cut mid-way: not JSON
   expect_clean_error(generate_on(d, tmp.path), {(d / "tokenizer.json").string(), "JSON"});
-  expect_clean_error(run_cli({"tokenize", "--model", d.string(), "--text", "hi"}, tmp.path),
+  expect_clean_error(run_llmtune({"tokenize", "--model", d.string(), "--text", "hi"}, tmp.path),
                      {(d / "tokenizer.json").string(), "JSON"});
   json t = json::parse(good);
   t["model"]["merges"].push_back("notatoken alsonot");  // valid JSON, invalid content
@@ -334,7 +269,7 @@ TEST(CliErrors, MalformedTokenizerJson) {
 
 TEST(CliErrors, PromptLongerThanContext) {
   REQUIRE_BINARY();
-  TempDir tmp;
+  Scratch tmp;
   fs::path d = make_model_dir(tmp.path / "m", "gpt2");  // 96-token vocab: one token per character
   std::string prompt(100, 'a');
   for (size_t i = 0; i < prompt.size(); i++) prompt[i] = char('a' + i % 26);
@@ -343,66 +278,66 @@ TEST(CliErrors, PromptLongerThanContext) {
 
 TEST(CliErrors, UnknownOptionSuggestsNearest) {
   REQUIRE_BINARY();
-  TempDir tmp;
+  Scratch tmp;
   fs::path d = make_model_dir(tmp.path / "m", "gpt2");
-  RunResult r = run_cli({"generate", "--model", d.string(), "--prompt", "hi", "--max_new_token", "3"}, tmp.path);
+  CliRun r = run_llmtune({"generate", "--model", d.string(), "--prompt", "hi", "--max_new_token", "3"}, tmp.path);
   expect_clean_error(r, {"max_new_token", "did you mean", "max_new_tokens"});
 }
 
 TEST(CliErrors, UnknownCommandSuggestsNearest) {
   REQUIRE_BINARY();
-  TempDir tmp;
-  expect_clean_error(run_cli({"generat", "--model", "x"}, tmp.path), {"unknown command 'generat'", "generate"});
-  expect_clean_error(run_cli({"fly"}, tmp.path), {"unknown command 'fly'", "--help"});
+  Scratch tmp;
+  expect_clean_error(run_llmtune({"generat", "--model", "x"}, tmp.path), {"unknown command 'generat'", "generate"});
+  expect_clean_error(run_llmtune({"fly"}, tmp.path), {"unknown command 'fly'", "--help"});
 }
 
 TEST(CliErrors, MissingModelFolder) {
   REQUIRE_BINARY();
-  TempDir tmp;
+  Scratch tmp;
   fs::path d = tmp.path / "does_not_exist";
   expect_clean_error(generate_on(d, tmp.path), {d.string()});
-  expect_clean_error(run_cli({"info", "--model", d.string()}, tmp.path), {d.string()});
+  expect_clean_error(run_llmtune({"info", "--model", d.string()}, tmp.path), {d.string()});
 }
 
 // ---------------------------------------------------------------- good paths vs in-process
 
 TEST(CliOutputs, TokenizeMatchesEncodeAndDecodeRoundTrips) {
   REQUIRE_BINARY();
-  TempDir tmp;
+  Scratch tmp;
   fs::path d = make_model_dir(tmp.path / "m", "neox_parallel");
   Tokenizer tok = Tokenizer::load(d.string());
   const std::string text = "the weather in Tn is hot;  rain=0, wind=7!";
-  RunResult r = run_cli({"tokenize", "--model", d.string(), "--text", text}, tmp.path);
+  CliRun r = run_llmtune({"tokenize", "--model", d.string(), "--text", text}, tmp.path);
   ASSERT_EQ(r.exit_code, 0) << r.err;
   std::vector<int32_t> ids = json::parse(r.out).get<std::vector<int32_t>>();
   EXPECT_EQ(ids, tok.encode(text, false));
   EXPECT_LT(ids.size(), text.size()) << "the merges should have joined some pairs";
 
-  RunResult back = run_cli({"tokenize", "--model", d.string(), "--decode", "--text", json(ids).dump()}, tmp.path);
+  CliRun back = run_llmtune({"tokenize", "--model", d.string(), "--decode", "--text", json(ids).dump()}, tmp.path);
   ASSERT_EQ(back.exit_code, 0) << back.err;
   EXPECT_EQ(back.out, text + "\n");
 
   // --file gives the same ids as --text.
   put(tmp.path / "in.txt", text);
-  RunResult f = run_cli({"tokenize", "--model", d.string(), "--file", (tmp.path / "in.txt").string()}, tmp.path);
+  CliRun f = run_llmtune({"tokenize", "--model", d.string(), "--file", (tmp.path / "in.txt").string()}, tmp.path);
   ASSERT_EQ(f.exit_code, 0) << f.err;
   EXPECT_EQ(f.out, r.out);
 
-  expect_clean_error(run_cli({"tokenize", "--model", d.string(), "--decode", "--text", "[1, 9999]"}, tmp.path),
+  expect_clean_error(run_llmtune({"tokenize", "--model", d.string(), "--decode", "--text", "[1, 9999]"}, tmp.path),
                      {"9999", "vocabulary"});
 }
 
 TEST(CliOutputs, GenerateJsonEqualsInProcessGreedy) {
   OneThread one_thread;
   REQUIRE_BINARY();
-  TempDir tmp;
+  Scratch tmp;
   for (const char* name : {"neox_parallel", "llama_gqa_untied"}) {
     SCOPED_TRACE(name);
     fs::path d = make_model_dir(tmp.path / name, name);
     const std::string prompt = "the rain in spain";
-    RunResult r = run_cli({"generate", "--model", d.string(), "--prompt", prompt, "--max_new_tokens", "12", "--json",
-                           "--num_threads", "1"},
-                          tmp.path);
+    CliRun r = run_llmtune({"generate", "--model", d.string(), "--prompt", prompt, "--max_new_tokens", "12", "--json",
+                            "--num_threads", "1"},
+                           tmp.path);
     ASSERT_EQ(r.exit_code, 0) << r.err;
     json j = json::parse(r.out);
     ASSERT_TRUE(j.contains("ids") && j.contains("text")) << r.out;
@@ -418,8 +353,8 @@ TEST(CliOutputs, GenerateJsonEqualsInProcessGreedy) {
     EXPECT_EQ(j["text"].get<std::string>(), tok.decode(expect, true));
 
     // Streaming mode prints the same text (plus a newline).
-    RunResult s = run_cli({"generate", "--model", d.string(), "--prompt", prompt, "--max_new_tokens", "12", "--num_threads", "1"},
-                         tmp.path);
+    CliRun s = run_llmtune(
+        {"generate", "--model", d.string(), "--prompt", prompt, "--max_new_tokens", "12", "--num_threads", "1"}, tmp.path);
     ASSERT_EQ(s.exit_code, 0) << s.err;
     EXPECT_EQ(s.out, tok.decode(expect, true) + "\n");
   }
@@ -428,16 +363,16 @@ TEST(CliOutputs, GenerateJsonEqualsInProcessGreedy) {
 TEST(CliOutputs, EvalLossEqualsInProcessCrossEntropy) {
   OneThread one_thread;
   REQUIRE_BINARY();
-  TempDir tmp;
+  Scratch tmp;
   fs::path d = make_model_dir(tmp.path / "m", "llama_tied_llama3rope");
   const std::vector<std::string> texts = {"the cat sat on the mat", "a", "what is the weather in tn? hot.",
                                           "one two three"};
   std::string jsonl;
   for (auto& t : texts) jsonl += json({{"text", t}}).dump() + "\n";
   put(tmp.path / "data.jsonl", jsonl);
-  RunResult r = run_cli({"eval", "--model", d.string(), "--data", (tmp.path / "data.jsonl").string(), "--batch_size",
-                         "3", "--num_threads", "1"},
-                        tmp.path);
+  CliRun r = run_llmtune({"eval", "--model", d.string(), "--data", (tmp.path / "data.jsonl").string(), "--batch_size",
+                          "3", "--num_threads", "1"},
+                         tmp.path);
   ASSERT_EQ(r.exit_code, 0) << r.err;
   json j = json::parse(r.out);
   ASSERT_TRUE(j.contains("eval_loss") && j.contains("perplexity") && j.contains("tokens")) << r.out;
@@ -476,10 +411,10 @@ TEST(CliOutputs, EvalLossEqualsInProcessCrossEntropy) {
 
 TEST(CliOutputs, InfoParameterCountEqualsModel) {
   REQUIRE_BINARY();
-  TempDir tmp;
+  Scratch tmp;
   for (const char* name : {"neox_parallel", "llama_tied_llama3rope", "gpt2"}) {
     SCOPED_TRACE(name);
-    RunResult r = run_cli({"info", "--model", kGolden + name}, tmp.path);
+    CliRun r = run_llmtune({"info", "--model", kGolden + name}, tmp.path);
     ASSERT_EQ(r.exit_code, 0) << r.err;
     std::string line;
     std::istringstream is(r.out);

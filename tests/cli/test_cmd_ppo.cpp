@@ -3,13 +3,13 @@
 // bit-exactly; repeated --reward flags add up; full fine-tuning saves the model; user mistakes end in one
 // clear error and leave no adapter behind.
 #include <gtest/gtest.h>
-#include <unistd.h>
 
 #include <cmath>
 #include <filesystem>
-#include <fstream>
 #include <string>
 #include <vector>
+
+#include "cli_test_util.h"
 
 #include "cli/commands.h"
 #include "core/error.h"
@@ -23,19 +23,9 @@ namespace {
 
 const std::string kModel = std::string(LLMTUNE_SOURCE_DIR) + "/models/stories260K";
 
-struct Scratch {
-  fs::path path;
-  Scratch() {
-    path = fs::temp_directory_path() / ("llmtune_cmd_ppo_" + std::to_string(::getpid()) + "_" +
-                                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~Scratch() { fs::remove_all(path); }
-  std::string write(const std::string& name, const std::string& text) const {
-    std::ofstream(path / name) << text;
-    return (path / name).string();
-  }
+// This file's scratch folders.
+struct Scratch : llmtune::cli_test::Scratch {
+  Scratch() : llmtune::cli_test::Scratch("llmtune_cmd_ppo_") {}
 };
 
 int run_ppo(const std::vector<std::string>& args) {
@@ -57,7 +47,7 @@ std::string error_of(const std::vector<std::string>& args) {
 
 TEST(CmdPpo, TinyLoraRunWritesAdapterValueHeadMetricsAndCheckpoints) {
   Scratch s;
-  const std::string prompts = s.write("prompts.jsonl", "{\"prompt\":\"Once upon a time,\"}\n{\"prompt\":\"One day,\"}\n");
+  const std::string prompts = s.file("prompts.jsonl", "{\"prompt\":\"Once upon a time,\"}\n{\"prompt\":\"One day,\"}\n");
   const std::string out = (s.path / "out").string();
   ASSERT_EQ(run_ppo({"--model", kModel, "--train_file", prompts, "--output_dir", out, "--reward", "keyword:Lily,length:0:40",
                      "--reward_weights", "2,1", "--max_steps", "2", "--per_device_train_batch_size", "4",
@@ -117,7 +107,7 @@ std::vector<std::string> logged_without_clock(const std::string& dir) {
 // true. Both end byte-identical (adapter, value head, metrics). Two --reward flags both count.
 TEST(CmdPpo, ResumeFromCheckpointTwoPlusTwoEqualsFourAndRepeatedRewardFlagsAdd) {
   Scratch s;
-  const std::string prompts = s.write("prompts.jsonl", "{\"prompt\":\"Once upon a time,\"}\n{\"prompt\":\"One day,\"}\n");
+  const std::string prompts = s.file("prompts.jsonl", "{\"prompt\":\"Once upon a time,\"}\n{\"prompt\":\"One day,\"}\n");
   auto args = [&](const std::string& out, std::vector<std::string> extra) {
     std::vector<std::string> a{"--model", kModel, "--train_file", prompts, "--output_dir", out,
                                "--reward", "keyword:Lily", "--reward", "length:0:40", "--reward_weights", "2,1",
@@ -154,7 +144,7 @@ TEST(CmdPpo, ResumeFromCheckpointTwoPlusTwoEqualsFourAndRepeatedRewardFlagsAdd) 
 
 TEST(CmdPpo, FullFineTuningKeepsAFrozenReferenceAndSavesTheModel) {
   Scratch s;
-  const std::string prompts = s.write("prompts.jsonl", "{\"prompt\":\"Once upon a time,\"}\n");
+  const std::string prompts = s.file("prompts.jsonl", "{\"prompt\":\"Once upon a time,\"}\n");
   const std::string out = (s.path / "out").string();
   ASSERT_EQ(run_ppo({"--model", kModel, "--train_file", prompts, "--output_dir", out, "--reward", "length:0:30",
                      "--method", "full", "--max_steps", "1", "--per_device_train_batch_size", "2",
@@ -168,7 +158,7 @@ TEST(CmdPpo, FullFineTuningKeepsAFrozenReferenceAndSavesTheModel) {
 
 TEST(CmdPpo, UserMistakesGiveClearErrorsAndWriteNoAdapter) {
   Scratch s;
-  const std::string prompts = s.write("prompts.jsonl", "{\"prompt\":\"Once upon a time,\"}\n");
+  const std::string prompts = s.file("prompts.jsonl", "{\"prompt\":\"Once upon a time,\"}\n");
   const std::string out = (s.path / "out").string();
   const std::vector<std::string> base{"--model", kModel, "--train_file", prompts, "--output_dir", out,
                                       "--max_steps", "1", "--per_device_train_batch_size", "2",
@@ -189,7 +179,7 @@ TEST(CmdPpo, UserMistakesGiveClearErrorsAndWriteNoAdapter) {
   EXPECT_FALSE(fs::exists(fs::path(out) / "value_head.safetensors"));
   // A prompt longer than the context (512 tokens for stories260K) names its line.
   const std::string long_prompts =
-      s.write("long.jsonl", "{\"prompt\":\"hi\"}\n{\"prompt\":\"" + std::string(3000, 'x') + " y\"}\n");
+      s.file("long.jsonl", "{\"prompt\":\"hi\"}\n{\"prompt\":\"" + std::string(3000, 'x') + " y\"}\n");
   std::vector<std::string> a = base;
   a[3] = long_prompts;
   a.insert(a.end(), {"--reward", "keyword:x", "--overwrite_output_dir"});

@@ -2,18 +2,16 @@
 // config.json-only folder (before any weight is needed) with a message naming what to change;
 // `info` prints the estimates; and the estimate of a small run is within 2× of its measured RSS.
 #include <gtest/gtest.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 #include <string>
 #include <vector>
 
 #include <nlohmann/json.hpp>
+
+#include "cli_test_util.h"
 
 #include "cli/memory_preflight.h"
 #include "core/error.h"
@@ -33,67 +31,27 @@ const char* kLlama70B = R"({"architectures": ["LlamaForCausalLM"], "model_type":
   "vocab_size": 32000, "max_position_embeddings": 4096, "rms_norm_eps": 1e-5, "hidden_act": "silu",
   "tie_word_embeddings": false, "rope_theta": 10000.0})";
 
-struct Scratch {
-  fs::path path;
-  Scratch() {
-    path = fs::temp_directory_path() / ("llmtune_preflight_" + std::to_string(::getpid()) + "_" +
-                                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~Scratch() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
+using llmtune::cli_test::CliRun;
+using llmtune::cli_test::put;
+using llmtune::cli_test::run_llmtune;
+
+// This file's scratch folders.
+struct Scratch : llmtune::cli_test::Scratch {
+  Scratch() : llmtune::cli_test::Scratch("llmtune_preflight_") {}
 };
-
-void put(const fs::path& p, const std::string& s) {
-  std::ofstream f(p, std::ios::binary | std::ios::trunc);
-  f << s;
-}
-
-struct CliRun {
-  int exit_code = -1;
-  std::string out, err;
-};
-
-CliRun run_cli(const std::vector<std::string>& args, const fs::path& scratch) {
-  auto q = [](const std::string& s) {
-    std::string r = "'";
-    for (char c : s) r += c == '\'' ? std::string("'\\''") : std::string(1, c);
-    return r + "'";
-  };
-  std::string cmd = q(LLMTUNE_BINARY);
-  for (auto& a : args) cmd += " " + q(a);
-  const fs::path err = scratch / "stderr.txt";
-  cmd += " 2>" + q(err.string());
-  CliRun r;
-  FILE* p = ::popen(cmd.c_str(), "r");
-  if (!p) return r;
-  char buf[4096];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
-  int st = ::pclose(p);
-  if (WIFEXITED(st)) r.exit_code = WEXITSTATUS(st);
-  std::ifstream f(err);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  r.err = ss.str();
-  return r;
-}
 
 }  // namespace
 
 TEST(MemoryPreflight, HugeFullFineTuneRefusedBeforeLoading) {
-  if (!fs::exists(LLMTUNE_BINARY)) GTEST_SKIP() << LLMTUNE_BINARY << " not built";
+  REQUIRE_BINARY();
   Scratch s;
   fs::create_directories(s.path / "llama70b");
   put(s.path / "llama70b" / "config.json", kLlama70B);  // no weights, no tokenizer
   put(s.path / "train.jsonl", "{\"text\": \"hello world\"}\n");
-  CliRun r = run_cli({"train", "--model", (s.path / "llama70b").string(), "--train_file",
-                      (s.path / "train.jsonl").string(), "--method", "full", "--output_dir", (s.path / "out").string(),
-                      "--max_seq_length", "1024", "--per_device_train_batch_size", "1"},
-                     s.path);
+  CliRun r = run_llmtune({"train", "--model", (s.path / "llama70b").string(), "--train_file",
+                          (s.path / "train.jsonl").string(), "--method", "full", "--output_dir",
+                          (s.path / "out").string(), "--max_seq_length", "1024", "--per_device_train_batch_size", "1"},
+                         s.path);
   EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
   for (const char* want : {"training needs about", "is available", "per_device_train_batch_size", "max_seq_length",
                            "gradient_checkpointing", "load_in_4bit", "adamw_8bit", "method lora"})
@@ -102,10 +60,10 @@ TEST(MemoryPreflight, HugeFullFineTuneRefusedBeforeLoading) {
   EXPECT_FALSE(fs::exists(s.path / "out" / "metrics.jsonl"));
 
   // info works from the same folder and prints every estimate.
-  CliRun info = run_cli({"info", "--model", (s.path / "llama70b").string(), "--method", "lora", "--load_in_4bit",
-                         "--gradient_checkpointing", "--optim", "paged_adamw_8bit", "--max_seq_length", "512",
-                         "--per_device_train_batch_size", "1"},
-                        s.path);
+  CliRun info = run_llmtune({"info", "--model", (s.path / "llama70b").string(), "--method", "lora", "--load_in_4bit",
+                             "--gradient_checkpointing", "--optim", "paged_adamw_8bit", "--max_seq_length", "512",
+                             "--per_device_train_batch_size", "1"},
+                            s.path);
   ASSERT_EQ(info.exit_code, 0) << info.err;
   for (const char* want : {"inference:", "4-bit base", "train (lora r 8, paged_adamw_8bit", "gradient checkpointing",
                            "optimizer:", "8-bit", "activations:", "without checkpointing"})

@@ -47,10 +47,6 @@ void expect_one_error(const CliRun& r, const std::vector<std::string>& needles) 
   for (const auto& n : needles) EXPECT_NE(r.err.find(n), std::string::npos) << "missing '" << n << "'";
 }
 
-bool have_binary() { return fs::exists(LLMTUNE_BINARY); }
-#define REQUIRE_BINARY() \
-  if (!have_binary()) GTEST_SKIP() << LLMTUNE_BINARY << " not built (LLMTUNE_ONLY build?)"
-
 fs::path prompts_file(const fs::path& dir, const std::string& extra = "") {
   const fs::path p = dir / "prompts.jsonl";
   put(p, "{\"prompt\": \"Once upon a time,\"}\n{\"prompt\": \"One day,\"}\n" + extra +

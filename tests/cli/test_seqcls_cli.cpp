@@ -4,19 +4,18 @@
 // (num_labels 1) trains on float labels and evaluates to MSE/RMSE/Pearson r; bad labels and bad preference
 // rows end in one "error:" line naming file:line.
 #include <gtest/gtest.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <sstream>
 #include <string>
 #include <vector>
 
 #include <nlohmann/json.hpp>
+
+#include "cli_test_util.h"
 
 #include "cli/cmd_train_seqcls.h"
 #include "core/threads.h"
@@ -31,61 +30,17 @@ using nlohmann::json;
 
 namespace {
 
+using llmtune::cli_test::CliRun;
+using llmtune::cli_test::run_llmtune;
+using llmtune::cli_test::slurp;
+
+// This file's scratch folders.
+struct Scratch : llmtune::cli_test::Scratch {
+  Scratch() : llmtune::cli_test::Scratch("llmtune_seqcls_") {}
+};
+
 const std::string kModel = std::string(LLMTUNE_SOURCE_DIR) + "/models/stories260K";
 const std::string kSentiment = std::string(LLMTUNE_SOURCE_DIR) + "/data/sentiment/";
-
-struct RunResult {
-  int exit_code = -1;
-  std::string out, err;
-};
-
-std::string quote(const std::string& s) {
-  std::string q = "'";
-  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return q + "'";
-}
-
-std::string slurp(const fs::path& p) {
-  std::ifstream f(p, std::ios::binary);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-
-struct Scratch {
-  fs::path path;
-  Scratch() {
-    path = fs::temp_directory_path() / ("llmtune_seqcls_" + std::to_string(::getpid()) + "_" +
-                                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~Scratch() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string file(const std::string& name, const std::string& content) const {
-    std::ofstream(path / name, std::ios::binary) << content;
-    return (path / name).string();
-  }
-};
-
-RunResult run_cli(const std::vector<std::string>& args, const Scratch& s) {
-  std::string cmd = quote(LLMTUNE_BINARY);
-  for (auto& a : args) cmd += " " + quote(a);
-  const fs::path err = s.path / "stderr.txt";
-  cmd += " 2>" + quote(err.string());
-  RunResult r;
-  FILE* p = ::popen(cmd.c_str(), "r");
-  if (!p) return r;
-  char buf[4096];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
-  const int st = ::pclose(p);
-  if (WIFEXITED(st)) r.exit_code = WEXITSTATUS(st);
-  r.err = slurp(err);
-  return r;
-}
 
 // The first `n` lines of a sentiment file, labels turned into names ("neg"/"pos") when `named`.
 std::string sentiment_head(const std::string& file, size_t n, bool named) {
@@ -99,11 +54,6 @@ std::string sentiment_head(const std::string& file, size_t n, bool named) {
   }
   return out;
 }
-
-// With LLMTUNE_ONLY the binary is not built by cmake (link src/cli/main.cpp against the library by hand);
-// a full build always has it (llmtune_tests depends on it).
-#define REQUIRE_BINARY() \
-  if (!fs::exists(LLMTUNE_BINARY)) GTEST_SKIP() << LLMTUNE_BINARY << " not built (LLMTUNE_ONLY build?)"
 
 // eval prints a readable report, then the metrics as one JSON object on its last line.
 json last_json_line(const std::string& out) {
@@ -147,7 +97,7 @@ std::vector<std::vector<std::string>> printed_confusion_matrix(const std::string
   return rows;
 }
 
-void expect_one_error_line(const RunResult& r, const std::string& needle) {
+void expect_one_error_line(const CliRun& r, const std::string& needle) {
   EXPECT_EQ(r.exit_code, 1) << r.err;
   EXPECT_EQ(r.err.rfind("error: ", 0), 0u) << r.err;
   EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
@@ -185,7 +135,7 @@ TEST(SeqClsCli, LoraAdapterSavesTheHeadAndReloadsToIdenticalPredictions) {
   const std::string out = (s.path / "out").string();
   std::vector<std::string> args = train_args(train, eval, out, "lora", 20);
   for (const char* a : {"--target_modules", "all-linear", "--r", "8", "--lora_alpha", "16"}) args.push_back(a);
-  RunResult r = run_cli(args, s);
+  CliRun r = run_llmtune(args, s.path);
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
 
   SafetensorsFile f = open_safetensors(out + "/adapter_model.safetensors");
@@ -198,13 +148,28 @@ TEST(SeqClsCli, LoraAdapterSavesTheHeadAndReloadsToIdenticalPredictions) {
 
   const json trained = last_eval_entry(out);
   ASSERT_TRUE(trained.contains("eval_accuracy")) << trained.dump();
-  RunResult e = run_cli({"eval", "--model", kModel, "--adapter", out, "--data", eval, "--num_threads", "1"}, s);
+  CliRun e = run_llmtune({"eval", "--model", kModel, "--adapter", out, "--data", eval, "--num_threads", "1"}, s.path);
   ASSERT_EQ(e.exit_code, 0) << e.err;
   json m = last_json_line(e.out);
   EXPECT_DOUBLE_EQ(m["accuracy"].get<double>(), trained["eval_accuracy"].get<double>());
   EXPECT_NEAR(m["loss"].get<double>(), trained["eval_loss"].get<double>(), 1e-9);
   EXPECT_EQ(m["samples"], 120);
   EXPECT_EQ(m["per_class"][0]["label"], "neg");
+
+  // merge folds the adapter into a LlamaForSequenceClassification folder that evaluates the same.
+  const std::string merged = (s.path / "merged").string();
+  CliRun mg = run_llmtune({"merge", "--model", kModel, "--adapter", out, "--output", merged}, s.path);
+  ASSERT_EQ(mg.exit_code, 0) << mg.out << mg.err;
+  json merged_cfg = json::parse(slurp(merged + "/config.json"));
+  EXPECT_EQ(merged_cfg["architectures"], json::array({"LlamaForSequenceClassification"}));
+  EXPECT_EQ(merged_cfg["id2label"], (json{{"0", "neg"}, {"1", "pos"}}));
+  EXPECT_TRUE(open_safetensors(merged + "/model.safetensors").has("score.weight"));
+  EXPECT_TRUE(fs::exists(merged + "/seq_cls_config.json"));
+  CliRun me = run_llmtune({"eval", "--model", merged, "--data", eval, "--num_threads", "1"}, s.path);
+  ASSERT_EQ(me.exit_code, 0) << me.err;
+  const json mm = last_json_line(me.out);
+  EXPECT_DOUBLE_EQ(mm["accuracy"].get<double>(), m["accuracy"].get<double>());
+  EXPECT_NEAR(mm["loss"].get<double>(), m["loss"].get<double>(), 1e-6);
   int64_t total = 0;
   for (auto& row : m["confusion_matrix"])
     for (auto& c : row) total += c.get<int64_t>();
@@ -273,7 +238,7 @@ TEST(SeqClsCli, LoraAdapterSavesTheHeadAndReloadsToIdenticalPredictions) {
     renamed.emplace_back(n == "base_model.model.score.weight" ? "base_model.model.score.modules_to_save.default.weight" : n,
                          f.get(n));
   write_safetensors((inmem / "adapter_model.safetensors").string(), renamed);
-  RunResult e2 = run_cli({"eval", "--model", kModel, "--adapter", inmem.string(), "--data", eval, "--num_threads", "1"}, s);
+  CliRun e2 = run_llmtune({"eval", "--model", kModel, "--adapter", inmem.string(), "--data", eval, "--num_threads", "1"}, s.path);
   ASSERT_EQ(e2.exit_code, 0) << e2.err;
   EXPECT_EQ(last_json_line(e2.out), m);
 
@@ -285,7 +250,7 @@ TEST(SeqClsCli, LoraAdapterSavesTheHeadAndReloadsToIdenticalPredictions) {
   for (const std::string& n : f.names())
     if (n.find("score") == std::string::npos) kept.emplace_back(n, f.get(n));
   write_safetensors((broken / "adapter_model.safetensors").string(), kept);
-  RunResult b = run_cli({"eval", "--model", kModel, "--adapter", broken.string(), "--data", eval}, s);
+  CliRun b = run_llmtune({"eval", "--model", kModel, "--adapter", broken.string(), "--data", eval}, s.path);
   expect_one_error_line(b, "score.weight");
 }
 
@@ -296,21 +261,22 @@ TEST(SeqClsCli, FreezeWritesASeqClsFolderThatEvalAndClassifyLoad) {
   const std::string train = s.file("train.jsonl", sentiment_head("train.jsonl", 160, false));
   const std::string eval = s.file("eval.jsonl", sentiment_head("test.jsonl", 60, false));
   const std::string out = (s.path / "out").string();
-  RunResult r = run_cli(train_args(train, eval, out, "freeze", 10), s);
+  CliRun r = run_llmtune(train_args(train, eval, out, "freeze", 10), s.path);
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
   json cfg = json::parse(slurp(out + "/config.json"));
   EXPECT_EQ(cfg["architectures"][0], "LlamaForSequenceClassification");
   EXPECT_EQ(cfg["id2label"].size(), 2u);
-  RunResult e = run_cli({"eval", "--model", out, "--data", eval, "--num_threads", "1"}, s);
+  CliRun e = run_llmtune({"eval", "--model", out, "--data", eval, "--num_threads", "1"}, s.path);
   ASSERT_EQ(e.exit_code, 0) << e.err;
   json m = last_json_line(e.out);
   EXPECT_DOUBLE_EQ(m["accuracy"].get<double>(), last_eval_entry(out)["eval_accuracy"].get<double>());
 
   // Eval data whose labels do not fit the model's head: one error naming file:line.
   const std::string bad = s.file("bad_eval.jsonl", "{\"text\":\"fine\",\"label\":1}\n{\"text\":\"odd\",\"label\":2}\n");
-  expect_one_error_line(run_cli({"eval", "--model", out, "--data", bad}, s), "bad_eval.jsonl:2: label 2 is outside the 2 labels");
+  expect_one_error_line(run_llmtune({"eval", "--model", out, "--data", bad}, s.path),
+                        "bad_eval.jsonl:2: label 2 is outside the 2 labels");
 
-  RunResult c = run_cli({"classify", "--model", out, "--text", "Great phone, works well.", "--num_threads", "1"}, s);
+  CliRun c = run_llmtune({"classify", "--model", out, "--text", "Great phone, works well.", "--num_threads", "1"}, s.path);
   ASSERT_EQ(c.exit_code, 0) << c.err;
   json j = json::parse(c.out);
   double psum = 0;
@@ -333,14 +299,14 @@ TEST(SeqClsCli, RewardTrainingAndPairwiseEval) {
     (i < 160 ? tr : te) += json{{"prompt", "Review: "}, {"chosen", pos[i]}, {"rejected", neg[i]}}.dump() + "\n";
   const std::string train = s.file("train.jsonl", tr), eval = s.file("eval.jsonl", te);
   const std::string out = (s.path / "out").string();
-  RunResult r = run_cli({"train", "--task", "reward", "--model", kModel, "--train_file", train, "--eval_file", eval,
-                         "--output_dir", out, "--method", "full", "--max_steps", "10", "--learning_rate", "0.002",
-                         "--per_device_train_batch_size", "16", "--eval_steps", "10", "--save_steps", "1000",
-                         "--num_threads", "1"},
-                        s);
+  CliRun r = run_llmtune({"train", "--task", "reward", "--model", kModel, "--train_file", train, "--eval_file", eval,
+                          "--output_dir", out, "--method", "full", "--max_steps", "10", "--learning_rate", "0.002",
+                          "--per_device_train_batch_size", "16", "--eval_steps", "10", "--save_steps", "1000",
+                          "--num_threads", "1"},
+                         s.path);
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
   EXPECT_EQ(json::parse(slurp(out + "/seq_cls_config.json"))["task"], "reward");
-  RunResult e = run_cli({"eval", "--model", out, "--data", eval, "--num_threads", "1"}, s);
+  CliRun e = run_llmtune({"eval", "--model", out, "--data", eval, "--num_threads", "1"}, s.path);
   ASSERT_EQ(e.exit_code, 0) << e.err;
   json m = last_json_line(e.out);
   EXPECT_EQ(m["pairs"], 40);
@@ -361,7 +327,7 @@ TEST(SeqClsCli, RegressionWithOneLabelTrainsOnFloatTargets) {
   const std::string out = (s.path / "out").string();
   std::vector<std::string> args = train_args(train, eval, out, "freeze", 40);
   for (const char* a : {"--num_labels", "1", "--trainable_layers", "3", "--learning_rate", "0.001"}) args.push_back(a);
-  RunResult r = run_cli(args, s);
+  CliRun r = run_llmtune(args, s.path);
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
   EXPECT_NE(r.out.find("regression targets (mean"), std::string::npos) << r.out;
   json cfg = json::parse(slurp(out + "/config.json"));
@@ -372,7 +338,7 @@ TEST(SeqClsCli, RegressionWithOneLabelTrainsOnFloatTargets) {
 
   const json trained = last_eval_entry(out);
   ASSERT_TRUE(trained.contains("eval_rmse")) << trained.dump();
-  RunResult e = run_cli({"eval", "--model", out, "--data", eval, "--num_threads", "1"}, s);
+  CliRun e = run_llmtune({"eval", "--model", out, "--data", eval, "--num_threads", "1"}, s.path);
   ASSERT_EQ(e.exit_code, 0) << e.err;
   json m = last_json_line(e.out);
   EXPECT_EQ(m["task"], "regression");
@@ -389,7 +355,7 @@ TEST(SeqClsCli, RegressionWithOneLabelTrainsOnFloatTargets) {
   EXPECT_LT(m["mse"].get<double>(), 0.9 * m["baseline_mse"].get<double>());
   EXPECT_GT(m["pearson_r"].get<double>(), 0.3);
 
-  RunResult c = run_cli({"classify", "--model", out, "--text", "Great phone, works well.", "--num_threads", "1"}, s);
+  CliRun c = run_llmtune({"classify", "--model", out, "--text", "Great phone, works well.", "--num_threads", "1"}, s.path);
   ASSERT_EQ(c.exit_code, 0) << c.err;
   json j = json::parse(c.out);
   ASSERT_TRUE(j.contains("score")) << c.out;
@@ -405,7 +371,7 @@ TEST(SeqClsCli, BadLabelsAndBadPairsAreClearErrors) {
     std::vector<std::string> a = {"train", "--model", kModel, "--train_file", file, "--output_dir", out,
                                   "--max_steps", "1", "--num_threads", "1"};
     a.insert(a.end(), extra.begin(), extra.end());
-    return run_cli(a, s);
+    return run_llmtune(a, s.path);
   };
   const std::string outside = s.file("outside.jsonl", "{\"text\":\"good\",\"label\":0}\n{\"text\":\"bad\",\"label\":2}\n");
   expect_one_error_line(train_on(outside, {"--task_type", "SEQ_CLS", "--num_labels", "2"}),
@@ -414,7 +380,7 @@ TEST(SeqClsCli, BadLabelsAndBadPairsAreClearErrors) {
   expect_one_error_line(train_on(mixed, {"--task_type", "SEQ_CLS"}), "mixed.jsonl:2: label \"neg\" is a string but line 1");
   // Float labels for a classifier: point at regression instead of truncating them to class ids.
   const std::string floats = s.file("floats.jsonl", "{\"text\":\"good\",\"label\":1}\n{\"text\":\"bad\",\"label\":0.25}\n");
-  RunResult fr = train_on(floats, {"--task_type", "SEQ_CLS"});
+  CliRun fr = train_on(floats, {"--task_type", "SEQ_CLS"});
   expect_one_error_line(fr, "floats.jsonl:2: label 0.25 must be an integer class id");
   EXPECT_NE(fr.err.find("--num_labels 1"), std::string::npos) << fr.err;
   // Regression (num_labels 1) with a label that is not a number.

@@ -85,10 +85,6 @@ std::vector<std::string> tiny_run(const fs::path& train, const fs::path& out, st
   return a;
 }
 
-bool have_binary() { return fs::exists(LLMTUNE_BINARY); }
-#define REQUIRE_BINARY() \
-  if (!have_binary()) GTEST_SKIP() << LLMTUNE_BINARY << " not built (LLMTUNE_ONLY build?)"
-
 std::vector<int32_t> greedy_ids(const std::vector<std::string>& model_args, const fs::path& scratch) {
   std::vector<std::string> a = {"generate", "--prompt", "Once upon a time", "--max_new_tokens", "24", "--json",
                                 "--num_threads", "1"};
