@@ -2,6 +2,7 @@
 #include "model/decoder.h"
 #include "core/profile.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <initializer_list>
@@ -24,6 +25,16 @@ namespace {
 void ensure_tensor(Tensor& t, const Shape& s) {
   if (!t.defined() || t.numel() < shape_numel(s)) t = Tensor::zeros(s);
   t.shape = s;
+}
+// A per-layer activation: its own storage when the backward reads it (`own`), else a view of `shared`.
+void ensure_own_or_shared(Tensor& t, const Tensor& shared, const Shape& s, bool own) {
+  const bool is_view = t.defined() && shared.defined() && t.owner == shared.owner;
+  if (!own) {
+    t = Tensor::view(shared.data, s, DType::F32, shared.owner);
+    return;
+  }
+  if (is_view) t = Tensor{};  // was shared: needs storage of its own now
+  ensure_tensor(t, s);
 }
 void zero(Tensor& t) { std::memset(t.data, 0, t.nbytes()); }
 float* gradp(Param* p) { return (p && p->trainable && p->grad.defined()) ? p->grad.f32() : nullptr; }
@@ -302,7 +313,21 @@ void Workspace::ensure(const Model& m, int64_t B_, int64_t T_) {
   const ModelConfig& c = m.cfg;
   const int64_t N = B_ * T_, E = c.hidden_size, I = c.intermediate_size;
   const int64_t QD = c.q_dim(), KD = c.kv_dim();
-  if (B_ == B && T_ == T && !blocks.empty() && allocated_checkpointing == gradient_checkpointing) return;
+  // Per layer: does the backward read act (fc_out / down can train) and ln2 (fc_in / gate / up can)?
+  // LoRA counts whether or not adapters are enabled right now. Checkpointing shares one block anyway.
+  std::vector<uint8_t> kept(size_t(c.num_layers), 3);
+  if (!gradient_checkpointing)
+    for (size_t li = 0; li < kept.size(); li++) {
+      Block& b = const_cast<Block&>(m.blocks[li]);
+      const bool act = linear_trainable(c.gated_mlp ? b.down : b.fc_out, true);
+      const bool ln2 = c.gated_mlp ? linear_trainable(b.gate, true) || linear_trainable(b.up, true)
+                                   : linear_trainable(b.fc_in, true);
+      kept[li] = uint8_t((act ? 1 : 0) | (ln2 ? 2 : 0));
+    }
+  if (B_ == B && T_ == T && !blocks.empty() && allocated_checkpointing == gradient_checkpointing &&
+      kept == kept_mlp_acts)
+    return;
+  kept_mlp_acts = kept;
   B = B_;
   T = T_;
   allocated_checkpointing = gradient_checkpointing;
@@ -322,6 +347,14 @@ void Workspace::ensure(const Model& m, int64_t B_, int64_t T_) {
     ckpt = BlockActs{};
     for (BlockActs& a : blocks) full.push_back(&a);
   }
+  // The shared stand-ins exist only while some layer uses them (sized first: the views point into them).
+  auto size_shared = [&](Tensor& shared, uint8_t bit, const Shape& shape) {
+    const bool used = std::any_of(kept.begin(), kept.end(), [&](uint8_t k) { return !(k & bit); });
+    if (used) ensure_tensor(shared, shape);
+    else shared = Tensor{};
+  };
+  size_shared(shared_act, 1, {N, I});
+  size_shared(shared_ln2, 2, {N, E});
   for (size_t li = 0; li < full.size(); li++) {
     BlockActs& a = *full[li];
     if (!gradient_checkpointing) ensure_tensor(a.x_in, {N, E});
@@ -334,12 +367,12 @@ void Workspace::ensure(const Model& m, int64_t B_, int64_t T_) {
     ensure_tensor(a.attn, {N, QD});
     ensure_tensor(a.lse, {B_, c.num_heads, T_});
     if (!c.parallel_residual) ensure_tensor(a.x_mid, {N, E});
-    ensure_tensor(a.ln2, {N, E});
+    ensure_own_or_shared(a.ln2, shared_ln2, {N, E}, gradient_checkpointing || (kept[li] & 2));
     ensure_tensor(a.ln2_mean, {N});
     ensure_tensor(a.ln2_rstd, {N});
     ensure_tensor(a.h1, {N, I});
     if (c.gated_mlp) ensure_tensor(a.up, {N, I});
-    ensure_tensor(a.act, {N, I});
+    ensure_own_or_shared(a.act, shared_act, {N, I}, gradient_checkpointing || (kept[li] & 1));
     a.lin.resize(10);
   }
   ensure_tensor(x_final, {N, E});
@@ -365,7 +398,9 @@ void Workspace::ensure(const Model& m, int64_t B_, int64_t T_) {
 int64_t Workspace::bytes() const {
   int64_t n = 0;
   auto add = [&](const Tensor& t) {
-    if (t.defined()) n += int64_t(t.nbytes());
+    const bool shared_view = t.defined() && ((shared_act.defined() && t.owner == shared_act.owner) ||
+                                             (shared_ln2.defined() && t.owner == shared_ln2.owner));
+    if (t.defined() && !shared_view) n += int64_t(t.nbytes());
   };
   auto add_block = [&](const BlockActs& a) {
     for (const Tensor* t : {&a.x_in, &a.ln1, &a.ln1_mean, &a.ln1_rstd, &a.q, &a.k, &a.v, &a.attn, &a.lse,
@@ -382,6 +417,8 @@ int64_t Workspace::bytes() const {
   for (const Tensor* t : {&x_final, &h_final, &fn_mean, &fn_rstd, &d_final, &tmp_e, &tmp_e2, &tmp_qkv, &d_resid,
                           &d_ln, &d_q, &d_k, &d_v, &d_attn, &d_qkv, &d_h1, &d_up, &d_act})
     add(*t);
+  for (const Tensor* t : {&shared_act, &shared_ln2})
+    if (t->defined()) n += int64_t(t->nbytes());
   return n;
 }
 

@@ -42,6 +42,11 @@ struct Workspace {
   // scratch for forward/backward
   Tensor tmp_e, tmp_e2, tmp_qkv, d_resid, d_ln, d_q, d_k, d_v, d_attn, d_qkv, d_h1, d_up, d_act;
   std::vector<LinearActs> head_lin;
+  // A block whose MLP projections cannot train never reads its MLP input (ln2) or activation output
+  // (act) in the backward: such blocks write them into these two shared buffers instead of keeping
+  // their own (LoRA on attention only: N·(E + I) floats less per layer). ensure() decides per layer.
+  Tensor shared_ln2, shared_act;
+  std::vector<uint8_t> kept_mlp_acts;  // per layer, as ensure() last laid out: bit 0 act kept, bit 1 ln2 kept
 
   // Gradient checkpointing (HF `gradient_checkpointing`): set before the first forward. The forward
   // keeps only each block's input (blocks[l].x_in) and runs every block in the one shared `ckpt`;

@@ -77,3 +77,68 @@ TEST(BackwardPruning, Block0GradientsMatchUnprunedPath) {
     EXPECT_GE(checked, 8);
   }
 }
+
+// With only attention LoRA training, every block writes its MLP input (ln2) and activation output (act)
+// into one shared buffer (Workspace::ensure): the LoRA gradients are bit-identical to a run where the
+// MLP projections also train (each block keeping both), and the workspace is N·(E + I) floats a layer
+// smaller.
+TEST(BackwardPruning, SharedMlpActivationsWhenTheMlpIsFrozen) {
+  for (const char* arch : {"neox_parallel", "llama_gqa_untied", "gpt2"}) {
+    SCOPED_TRACE(arch);
+    Model m = load_model(golden_dir(arch));
+    LoraConfig c;
+    c.r = 2;
+    c.lora_alpha = 4;
+    c.target_modules = ModuleSelector::pattern("all-linear");
+    c.init_lora_weights = LoraInit::Random;
+    Rng lora_rng(11);
+    apply_lora(m, c, lora_rng);
+    auto is_mlp = [](const std::string& n) { return n.find("mlp") != std::string::npos; };
+    auto attention_lora_grads = [&](Workspace& ws) {
+      std::vector<std::vector<float>> out;
+      for (auto& p : m.params)
+        if (p.trainable && p.grad.defined()) std::memset(p.grad.data, 0, p.grad.nbytes());
+      const int64_t B = 2, T = 7;
+      Rng rng(3);
+      std::vector<int32_t> ids(size_t(B * T)), targets(size_t(B * T), -100);
+      for (auto& v : ids) v = int32_t(rng.below(uint64_t(m.cfg.vocab_size)));
+      for (int64_t t = 0; t + 1 < B * T; t++) targets[size_t(t)] = ids[size_t(t + 1)];
+      DecoderInput in;
+      in.B = B;
+      in.T = T;
+      in.ids = ids.data();
+      decoder_forward(m, ws, in);
+      decoder_lm_loss(m, ws, targets.data(), 0.1f, true);
+      decoder_backward(m, ws, in);
+      for (auto& p : m.params)
+        if (p.trainable && p.name.find("lora_") != std::string::npos && !is_mlp(p.name))
+          out.emplace_back(p.grad.f32(), p.grad.f32() + p.grad.numel());
+      return out;
+    };
+    // Attention LoRA only.
+    for (auto& p : m.params) p.trainable = p.name.find("lora_") != std::string::npos && !is_mlp(p.name);
+    m.sync_grad_buffers();
+    Workspace shared;
+    const auto g_shared = attention_lora_grads(shared);
+    EXPECT_TRUE(shared.shared_act.defined());
+    // + every MLP weight: each block keeps its own ln2 and act.
+    for (auto& p : m.params)
+      if (is_mlp(p.name) && p.name.find("lora_") == std::string::npos && p.value.shape.size() == 2) p.trainable = true;
+    m.sync_grad_buffers();
+    Workspace kept;
+    const auto g_kept = attention_lora_grads(kept);
+    EXPECT_FALSE(kept.shared_act.defined());
+    ASSERT_EQ(g_shared.size(), g_kept.size());
+    ASSERT_GT(g_shared.size(), 0u);
+    for (size_t i = 0; i < g_shared.size(); i++)
+      EXPECT_EQ(std::memcmp(g_shared[i].data(), g_kept[i].data(), g_kept[i].size() * sizeof(float)), 0) << i;
+    const int64_t N = 2 * 7, L = m.cfg.num_layers;
+    EXPECT_EQ(kept.bytes() - shared.bytes(), 4 * (L - 1) * N * (m.cfg.hidden_size + m.cfg.intermediate_size));
+    // The same workspace re-lays itself out when what trains changes.
+    const auto g_again = attention_lora_grads(shared);
+    EXPECT_FALSE(shared.shared_act.defined());
+    EXPECT_EQ(shared.bytes(), kept.bytes());
+    for (size_t i = 0; i < g_again.size(); i++)
+      EXPECT_EQ(std::memcmp(g_again[i].data(), g_kept[i].data(), g_kept[i].size() * sizeof(float)), 0) << i;
+  }
+}

@@ -108,6 +108,9 @@ TEST(GradientCheckpointing, LoraWithDropoutIdenticalGradients) {
 // (memory_estimate.cpp) follows Workspace::ensure in both modes.
 TEST(GradientCheckpointing, WorkspaceBytesAndEstimate) {
   Model m = load_model(golden_dir("llama_gqa_untied"));
+  // Everything trains, so every block keeps all its activations (the estimate's worst case).
+  for (auto& p : m.params) p.trainable = true;
+  m.sync_grad_buffers();
   const ModelConfig& c = m.cfg;
   const int64_t B = 2, T = 16, N = B * T;
   Workspace stored, ckpt;
