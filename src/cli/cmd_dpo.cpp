@@ -60,16 +60,7 @@ int run(const ResolvedOptions& o) {
   a.per_device_train_batch_size = t.per_device_train_batch_size;
   a.per_device_eval_batch_size = t.per_device_eval_batch_size;
   a.gradient_accumulation_steps = t.gradient_accumulation_steps;
-  a.learning_rate = t.learning_rate;
-  a.weight_decay = t.weight_decay;
-  a.adam_beta1 = t.adam_beta1;
-  a.adam_beta2 = t.adam_beta2;
-  a.adam_epsilon = t.adam_epsilon;
-  a.optim = t.optim;
-  a.max_grad_norm = t.max_grad_norm;
-  a.lr_scheduler_type = t.lr_scheduler_type;
-  a.warmup_ratio = t.warmup_ratio;
-  a.warmup_steps = t.warmup_steps;
+  copy_optimizer_arguments(a, t);
   a.logging_steps = std::max<int64_t>(1, int64_t(t.logging_steps));
   a.eval_steps = t.eval_steps ? int64_t(*t.eval_steps) : 0;
   a.save_steps = t.save_steps;

@@ -76,16 +76,7 @@ int run(const ResolvedOptions& o) {
   a.top_k = int(o.get_int("top_k"));
   a.max_steps = t.max_steps;
   a.num_train_epochs = t.num_train_epochs;
-  a.learning_rate = t.learning_rate;
-  a.weight_decay = t.weight_decay;
-  a.adam_beta1 = t.adam_beta1;
-  a.adam_beta2 = t.adam_beta2;
-  a.adam_epsilon = t.adam_epsilon;
-  a.optim = t.optim;
-  a.max_grad_norm = t.max_grad_norm;
-  a.lr_scheduler_type = t.lr_scheduler_type;
-  a.warmup_ratio = t.warmup_ratio;
-  a.warmup_steps = t.warmup_steps;
+  copy_optimizer_arguments(a, t);
   const int64_t max_steps = rl::grpo_max_steps(a, int64_t(prompts.size()));
   if (max_steps < 1) fail("grpo: nothing to train (max_steps / num_train_epochs give 0 steps)");
   a.logging_steps = resolve_interval(t.logging_steps, max_steps, "logging_steps");

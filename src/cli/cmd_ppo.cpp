@@ -71,16 +71,7 @@ rl::PpoArgs ppo_args_from(const ResolvedOptions& o, const TrainPlan& plan) {
   if (classic && o.get_float("ratio_threshold") > 0) a.loss.ratio_threshold = o.get_float("ratio_threshold");
   a.num_train_epochs = t.num_train_epochs;
   a.max_steps = t.max_steps;
-  a.learning_rate = t.learning_rate;
-  a.weight_decay = t.weight_decay;
-  a.adam_beta1 = t.adam_beta1;
-  a.adam_beta2 = t.adam_beta2;
-  a.adam_epsilon = t.adam_epsilon;
-  a.optim = t.optim;
-  a.max_grad_norm = t.max_grad_norm;
-  a.lr_scheduler_type = t.lr_scheduler_type;
-  a.warmup_ratio = t.warmup_ratio;
-  a.warmup_steps = t.warmup_steps;
+  copy_optimizer_arguments(a, t);
   a.gradient_checkpointing = t.gradient_checkpointing;
   a.seed = t.seed;
   return a;

@@ -28,6 +28,22 @@ void print_rl_config(const ResolvedOptions& o, const std::string& command);
 // output_dir, created, with run_config.json (the resolved options) in it.
 void write_rl_run_config(const ResolvedOptions& o, const std::string& out_dir);
 
+// The optimizer, clipping and schedule fields that DpoArgs, GrpoArgs and PpoArgs share, from the
+// resolved TrainingArguments.
+template <class Args>
+void copy_optimizer_arguments(Args& a, const TrainingArguments& t) {
+  a.learning_rate = t.learning_rate;
+  a.weight_decay = t.weight_decay;
+  a.adam_beta1 = t.adam_beta1;
+  a.adam_beta2 = t.adam_beta2;
+  a.adam_epsilon = t.adam_epsilon;
+  a.optim = t.optim;
+  a.max_grad_norm = t.max_grad_norm;
+  a.lr_scheduler_type = t.lr_scheduler_type;
+  a.warmup_ratio = t.warmup_ratio;
+  a.warmup_steps = t.warmup_steps;
+}
+
 struct RlPolicy {
   std::string model_dir;
   bool lora = false;              // method lora: adapters train, the reference is the same weights with them off

@@ -54,6 +54,17 @@ std::string print_trainable_parameters(const Model& m);
 // first, modules_to_save originals swapped in); enabled=true restores.
 void set_adapters_enabled(Model& m, bool enabled);
 
+// Adapters off for a scope (the adapters-off reference model of LoRA RL), the previous state restored
+// on the way out, exceptions included.
+struct AdaptersOff {
+  explicit AdaptersOff(Model& m) : model(m), was(m.adapters_enabled) { set_adapters_enabled(model, false); }
+  ~AdaptersOff() { set_adapters_enabled(model, was); }
+  AdaptersOff(const AdaptersOff&) = delete;
+  AdaptersOff& operator=(const AdaptersOff&) = delete;
+  Model& model;
+  bool was;
+};
+
 // W += scaling·B·A (transposed for Conv1D) for every unmerged adapter; the branch is then skipped in
 // forward. Merged adapters get no gradients (PEFT: training a merged model is unsupported).
 void merge_lora(Model& m);

@@ -21,6 +21,7 @@
 #include "train/scheduler.h"
 #include "train/trainer.h"
 #include "rl/rl_checkpoint.h"
+#include "rl/rl_optim.h"
 
 namespace fs = std::filesystem;
 using nlohmann::json;
@@ -138,17 +139,8 @@ RefLogps sequence_logps(Model& m, const std::vector<PreferencePair>& pairs, int6
 
 RefLogps reference_logps(Model& policy, Model* ref, const std::vector<PreferencePair>& pairs, int64_t batch_pairs) {
   if (ref) return sequence_logps(*ref, pairs, batch_pairs);
-  const bool was = policy.adapters_enabled;
-  set_adapters_enabled(policy, false);
-  RefLogps out;
-  try {
-    out = sequence_logps(policy, pairs, batch_pairs);
-  } catch (...) {
-    set_adapters_enabled(policy, was);
-    throw;
-  }
-  set_adapters_enabled(policy, was);
-  return out;
+  AdaptersOff adapters_off(policy);
+  return sequence_logps(policy, pairs, batch_pairs);
 }
 
 json DpoEval::to_json(int64_t step) const {
@@ -213,19 +205,8 @@ DpoTrainResult dpo_train(Model& policy, Model* ref, const std::vector<Preference
 
   policy.sync_grad_buffers();
   policy.zero_grads();
-  OptimizerConfig oc;
-  oc.kind = parse_optimizer_name(args.optim);
-  oc.weight_decay = args.weight_decay;
-  oc.beta1 = args.adam_beta1;
-  oc.beta2 = args.adam_beta2;
-  oc.eps = args.adam_epsilon;
-  Optimizer opt = make_optimizer(policy, oc);
-  if (opt.states.empty()) fail("dpo: the model has no trainable parameters (use lora, freeze or full)");
-  LrScheduler sched;
-  sched.kind = parse_scheduler_name(args.lr_scheduler_type);
-  sched.base_lr = args.learning_rate;
-  sched.num_training_steps = max_steps;
-  sched.warmup_steps = resolve_warmup_steps(args.warmup_steps, args.warmup_ratio, max_steps);
+  Optimizer opt = rl_policy_optimizer(policy, args, "dpo");
+  LrScheduler sched = rl_scheduler(args, max_steps);
 
   Rng shuffle_rng(args.seed);
   Rng dropout_rng(args.seed ^ 0x5eedd0d0ULL);

@@ -17,6 +17,7 @@
 #include "peft/lora.h"
 #include "rl/policy_logp.h"
 #include "rl/prompt_sampler.h"
+#include "rl/rl_optim.h"
 #include "train/clip.h"
 #include "train/optimizer.h"
 #include "train/scheduler.h"
@@ -82,17 +83,8 @@ namespace {
 
 std::vector<float> ref_token_logps(Model& policy, Model* ref, Workspace& ws, const PackedBatch& pb, float temperature) {
   if (ref) return forward_token_logps(*ref, ws, pb, nullptr, temperature);
-  const bool was = policy.adapters_enabled;
-  set_adapters_enabled(policy, false);
-  std::vector<float> out;
-  try {
-    out = forward_token_logps(policy, ws, pb, nullptr, temperature);
-  } catch (...) {
-    set_adapters_enabled(policy, was);
-    throw;
-  }
-  set_adapters_enabled(policy, was);
-  return out;
+  AdaptersOff adapters_off(policy);
+  return forward_token_logps(policy, ws, pb, nullptr, temperature);
 }
 
 }  // namespace
@@ -121,19 +113,8 @@ GrpoTrainResult grpo_train(Model& policy, Model* ref, const std::vector<PromptRo
 
   policy.sync_grad_buffers();
   policy.zero_grads();
-  OptimizerConfig oc;
-  oc.kind = parse_optimizer_name(args.optim);
-  oc.weight_decay = args.weight_decay;
-  oc.beta1 = args.adam_beta1;
-  oc.beta2 = args.adam_beta2;
-  oc.eps = args.adam_epsilon;
-  Optimizer opt = make_optimizer(policy, oc);
-  if (opt.states.empty()) fail("grpo: the model has no trainable parameters (use lora, freeze or full)");
-  LrScheduler sched;
-  sched.kind = parse_scheduler_name(args.lr_scheduler_type);
-  sched.base_lr = args.learning_rate;
-  sched.num_training_steps = max_steps;
-  sched.warmup_steps = resolve_warmup_steps(args.warmup_steps, args.warmup_ratio, max_steps);
+  Optimizer opt = rl_policy_optimizer(policy, args, "grpo");
+  LrScheduler sched = rl_scheduler(args, max_steps);
 
   PromptSampler sampler(prompts.size(), args.seed);
   Rng dropout_rng(args.seed ^ 0x9e3779b97f4a7c15ULL);

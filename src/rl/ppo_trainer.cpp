@@ -17,6 +17,7 @@
 #include "rl/metrics_log.h"
 #include "rl/prompt_sampler.h"
 #include "rl/rl_checkpoint.h"
+#include "rl/rl_optim.h"
 #include "train/clip.h"
 #include "train/optimizer.h"
 #include "train/scheduler.h"
@@ -104,17 +105,8 @@ ValueHead load_value_head(const std::string& path, int64_t hidden) {
 std::vector<float> reference_token_logps(Model& policy, Model* ref, Workspace& ws, const PackedBatch& pb,
                                          float temperature) {
   if (ref) return forward_token_logps(*ref, ws, pb, nullptr, temperature);
-  const bool was = policy.adapters_enabled;
-  set_adapters_enabled(policy, false);
-  std::vector<float> out;
-  try {
-    out = forward_token_logps(policy, ws, pb, nullptr, temperature);
-  } catch (...) {
-    set_adapters_enabled(policy, was);
-    throw;
-  }
-  set_adapters_enabled(policy, was);
-  return out;
+  AdaptersOff adapters_off(policy);
+  return forward_token_logps(policy, ws, pb, nullptr, temperature);
 }
 
 PolicyValueOut policy_value_forward(Model& policy, const ValueHead& vh, Workspace& ws, const PackedBatch& pb,
@@ -222,20 +214,10 @@ PpoTrainResult ppo_train(Model& policy, Model* ref, ValueHead& vh, const std::ve
   policy.sync_grad_buffers();
   policy.zero_grads();
   vh.params.zero_grads();
-  OptimizerConfig oc;
-  oc.kind = parse_optimizer_name(args.optim);
-  oc.weight_decay = args.weight_decay;
-  oc.beta1 = args.adam_beta1;
-  oc.beta2 = args.adam_beta2;
-  oc.eps = args.adam_epsilon;
-  Optimizer opt = make_optimizer(policy, oc);
-  if (opt.states.empty()) fail("ppo: the model has no trainable parameters (use lora, freeze or full)");
+  Optimizer opt = rl_policy_optimizer(policy, args, "ppo");
+  const OptimizerConfig oc = rl_optimizer_config(args);
   Optimizer opt_v = make_optimizer(vh.params, oc);
-  LrScheduler sched;
-  sched.kind = parse_scheduler_name(args.lr_scheduler_type);
-  sched.base_lr = args.learning_rate;
-  sched.num_training_steps = max_steps;
-  sched.warmup_steps = resolve_warmup_steps(args.warmup_steps, args.warmup_ratio, max_steps);
+  LrScheduler sched = rl_scheduler(args, max_steps);
   KlController kl_ctl = args.adaptive_kl ? adaptive_kl_controller(args.init_kl_coef, args.target, args.horizon)
                                          : fixed_kl_controller(args.kl_coef);
   RunningMoments running;
