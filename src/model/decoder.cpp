@@ -72,11 +72,9 @@ bool block_trainable(Block& b, bool adapters_enabled) {
   return false;
 }
 
-// Split a fused QKV projection output [N, 3·H·D] into q/k/v [N, H, D] (and the reverse for grads).
-void split_qkv(const ModelConfig& c, const float* qkv, float* q, float* k, float* v, int64_t N) {
+// Token n of a fused QKV projection output [N, 3·H·D] into q/k/v [N, H, D].
+inline void split_qkv_row(const ModelConfig& c, const float* qkv, float* q, float* k, float* v, int64_t n) {
   const int64_t H = c.num_heads, D = c.head_dim, HD = H * D;
-#pragma omp parallel for
-  for (int64_t n = 0; n < N; n++) {
     const float* row = qkv + n * 3 * HD;
     if (c.qkv_layout == QkvLayout::NeoxInterleaved) {
       for (int64_t h = 0; h < H; h++) {
@@ -89,7 +87,12 @@ void split_qkv(const ModelConfig& c, const float* qkv, float* q, float* k, float
       std::memcpy(k + n * HD, row + HD, size_t(HD) * 4);
       std::memcpy(v + n * HD, row + 2 * HD, size_t(HD) * 4);
     }
-  }
+}
+
+// Split a fused QKV projection output [N, 3·H·D] into q/k/v [N, H, D] (and the reverse for grads).
+void split_qkv(const ModelConfig& c, const float* qkv, float* q, float* k, float* v, int64_t N) {
+#pragma omp parallel for
+  for (int64_t n = 0; n < N; n++) split_qkv_row(c, qkv, q, k, v, n);
 }
 
 void merge_qkv(const ModelConfig& c, float* qkv, const float* q, const float* k, const float* v, int64_t N) {
@@ -687,21 +690,7 @@ void embed_fast(Model& m, float* x, const int32_t* ids, const int32_t* positions
 
 void split_qkv_fast(const ModelConfig& c, const float* qkv, float* q, float* k, float* v, int64_t N) {
   if (N * (c.q_dim() + 2 * c.kv_dim()) > kSerialElems) return split_qkv(c, qkv, q, k, v, N);
-  const int64_t H = c.num_heads, D = c.head_dim, HD = H * D;
-  for (int64_t n = 0; n < N; n++) {
-    const float* row = qkv + n * 3 * HD;
-    if (c.qkv_layout == QkvLayout::NeoxInterleaved) {
-      for (int64_t h = 0; h < H; h++) {
-        std::memcpy(q + n * HD + h * D, row + h * 3 * D, size_t(D) * 4);
-        std::memcpy(k + n * HD + h * D, row + h * 3 * D + D, size_t(D) * 4);
-        std::memcpy(v + n * HD + h * D, row + h * 3 * D + 2 * D, size_t(D) * 4);
-      }
-    } else {
-      std::memcpy(q + n * HD, row, size_t(HD) * 4);
-      std::memcpy(k + n * HD, row + HD, size_t(HD) * 4);
-      std::memcpy(v + n * HD, row + 2 * HD, size_t(HD) * 4);
-    }
-  }
+  for (int64_t n = 0; n < N; n++) split_qkv_row(c, qkv, q, k, v, n);
 }
 
 // out[i] = a[i] + b[i] (+ c[i] when c is non-null).

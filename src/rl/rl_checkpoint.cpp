@@ -72,19 +72,8 @@ RlCheckpointParts rl_checkpoint_parts(std::string trainer, const Model& policy, 
 void check_rl_output_dir(const RlCheckpointOptions& opt) {
   const std::string& out = opt.output_dir;
   if (out.empty() || opt.overwrite_output_dir || !resolve_resume_checkpoint(opt).empty()) return;
-  std::error_code ec;
-  if (fs::exists(out, ec) && !fs::is_directory(out, ec)) fail("output_dir ", out, " exists and is not a folder");
-  std::vector<std::string> found;
-  for (auto& [n, path] : list_checkpoints(out)) found.push_back(fs::path(path).filename().string());
-  for (const char* f : {kMetricsFile, kTrainerStateFile})
-    if (fs::exists(join_path(out, f), ec)) found.push_back(f);
-  if (found.empty()) return;
-  std::string list;
-  for (size_t i = 0; i < found.size() && i < 4; i++) list += (i ? ", " : "") + found[i];
-  if (found.size() > 4) list += cat(", … (", found.size(), " entries)");
-  fail("output_dir ", out, " already holds another run (", list,
-       "); pass resume_from_checkpoint to continue it, or overwrite_output_dir to start over (this deletes its "
-       "checkpoints and metrics)");
+  const std::string entries = previous_run_entries(out);
+  if (!entries.empty()) fail_output_dir_in_use(out, entries);
 }
 
 std::string resolve_resume_checkpoint(const RlCheckpointOptions& opt) {

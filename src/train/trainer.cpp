@@ -307,22 +307,31 @@ void Trainer::emit(const std::string& type, json entry) {
   if (hooks.on_log) hooks.on_log(entry);
 }
 
-void Trainer::prepare_output_dir() {
-  const std::string& out = args.output_dir;
+std::string previous_run_entries(const std::string& out) {
   std::error_code ec;
   if (fs::exists(out, ec) && !fs::is_directory(out, ec)) fail("output_dir ", out, " exists and is not a folder");
   std::vector<std::string> found;
   for (auto& [n, path] : list_checkpoints(out)) found.push_back(fs::path(path).filename().string());
   for (const char* f : {kMetricsFile, kTrainerStateFile})
     if (fs::exists(join_path(out, f), ec)) found.push_back(f);
-  if (found.empty()) return;
   std::string list;
   for (size_t i = 0; i < found.size() && i < 4; i++) list += (i ? ", " : "") + found[i];
   if (found.size() > 4) list += cat(", … (", found.size(), " entries)");
-  if (!args.overwrite_output_dir)
-    fail("output_dir ", out, " already holds another run (", list,
-         "); pass resume_from_checkpoint to continue it, or overwrite_output_dir to start over (this deletes "
-         "its checkpoints and metrics)");
+  return list;
+}
+
+void fail_output_dir_in_use(const std::string& out, const std::string& entries) {
+  fail("output_dir ", out, " already holds another run (", entries,
+       "); pass resume_from_checkpoint to continue it, or overwrite_output_dir to start over (this deletes its "
+       "checkpoints and metrics)");
+}
+
+void Trainer::prepare_output_dir() {
+  const std::string& out = args.output_dir;
+  const std::string entries = previous_run_entries(out);
+  if (entries.empty()) return;
+  if (!args.overwrite_output_dir) fail_output_dir_in_use(out, entries);
+  std::error_code ec;
   for (auto& [n, path] : list_checkpoints(out)) {
     fs::remove_all(path, ec);
     if (ec) fail("cannot remove ", path, ": ", ec.message());

@@ -170,6 +170,11 @@ std::string model_fingerprint(const Model& m);
 
 // checkpoint-N folders directly in output_dir, sorted by N ("" / missing dir → empty).
 std::vector<std::pair<int64_t, std::string>> list_checkpoints(const std::string& output_dir);
+// What an earlier run left in output_dir (checkpoint folders, metrics.jsonl, trainer_state.json), as a
+// short comma-separated list for an error message; "" when none. Fails when output_dir is a file.
+std::string previous_run_entries(const std::string& output_dir);
+// The error for an output_dir that holds another run (`entries` from previous_run_entries).
+[[noreturn]] void fail_output_dir_in_use(const std::string& output_dir, const std::string& entries);
 
 struct TrainerState {
   int64_t global_step = 0;
