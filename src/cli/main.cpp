@@ -1,6 +1,7 @@
 // llmtune entry point: dispatches to the subcommands; every user error ends here as one message.
 #include <cstdio>
 #include <cstring>
+#include <initializer_list>
 #include <exception>
 #include <string>
 #include <vector>
@@ -40,10 +41,21 @@ int main(int argc, char** argv) {
     for (auto& c : cmds) {
       if (c.spec.name != name) continue;
       std::vector<std::string> args(argv + 2, argv + argc);
-      // `llmtune train` with no arguments runs the main job (README).
-      if (name == "train" && args.empty()) {
-        std::printf("no arguments: running the main job from %s\n", default_config_path().c_str());
-        args = {"--config", default_config_path()};
+      // `llmtune train` with no arguments runs the main job (README); with options but neither --model nor
+      // --config (`llmtune train --max_steps 20`), the main job with those options on top.
+      if (name == "train") {
+        auto names_one_of = [](const std::string& a, std::initializer_list<const char*> keys) {
+          for (const char* k : keys)
+            if (a == k || a.rfind(std::string(k) + "=", 0) == 0) return true;
+          return false;
+        };
+        bool chooses = false;
+        for (const std::string& a : args) chooses |= names_one_of(a, {"--model", "--config", "--help", "-h"});
+        if (!chooses) {
+          std::printf("%s: running the main job from %s\n", args.empty() ? "no arguments" : "no --model or --config",
+                      default_config_path().c_str());
+          args.insert(args.begin(), {"--config", default_config_path()});
+        }
       }
       ResolvedOptions o = parse_options(c.spec, args);
       if (o.help_requested) {

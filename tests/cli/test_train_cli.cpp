@@ -326,3 +326,24 @@ TEST(TrainCli, ResumeTwoPlusTwoEqualsFourStepsByteForByte) {
   EXPECT_EQ(std::count_if(ea.begin(), ea.end(), [](const std::string& e) { return e.find("\"eval\"") != std::string::npos; }), 3)
       << "before training, at step 2 and at step 4";
 }
+
+// `llmtune train` with options but neither --model nor --config runs the main job (configs/default.yaml)
+// with those options on top; naming a model keeps the default config out of it.
+TEST(TrainCli, OptionsWithoutModelOrConfigRunTheMainJobWithThem) {
+  REQUIRE_BINARY();
+  Scratch s;
+  const fs::path out = s.path / "out";
+  CliRun r = run_llmtune({"train", "--max_steps", "2", "--eval_strategy", "no", "--num_threads", "1",
+                          "--output_dir", out.string()},
+                         s.path);
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_NE(r.out.find("no --model or --config: running the main job from"), std::string::npos) << r.out;
+  EXPECT_TRUE(fs::exists(out / "adapter_model.safetensors"));
+  const json state = json::parse(slurp(out / "trainer_state.json"));
+  EXPECT_EQ(state["global_step"], 2);
+  // With --model, the default config is not read: the data file becomes required.
+  CliRun m = run_llmtune({"train", "--model", kStories, "--max_steps", "2", "--output_dir", (s.path / "o2").string()},
+                         s.path);
+  EXPECT_NE(m.exit_code, 0);
+  EXPECT_EQ(m.out.find("running the main job"), std::string::npos);
+}
