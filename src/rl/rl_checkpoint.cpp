@@ -4,11 +4,11 @@
 
 #include <array>
 #include <filesystem>
-#include <sstream>
 
 #include "core/error.h"
 #include "io/atomic_file.h"
 #include "io/json_file.h"
+#include "train/checkpoint_files.h"
 #include "train/trainer.h"
 
 namespace fs = std::filesystem;
@@ -18,35 +18,9 @@ namespace llmtune::rl {
 
 namespace {
 
-constexpr const char* kOptimizerFile = "optimizer.safetensors";
-constexpr const char* kSchedulerFile = "scheduler.json";
-constexpr const char* kRngFile = "rng_state.json";
-constexpr const char* kTrainerStateFile = "trainer_state.json";
-constexpr const char* kLlmtuneStateFile = "llmtune_state.json";
-constexpr const char* kMetricsFile = "metrics.jsonl";
-
 std::string join_path(const std::string& dir, const std::string& name) { return (fs::path(dir) / name).string(); }
 
 std::string extra_optimizer_file(const std::string& name) { return name + "_optimizer.safetensors"; }
-
-json read_json_in(const std::string& dir, const char* file) {
-  const std::string path = join_path(dir, file);
-  if (!fs::exists(path)) fail("checkpoint ", dir, " has no ", file, " (not a complete llmtune checkpoint)");
-  return read_json_file(path);
-}
-
-// The first line where two fingerprints differ, for the error message.
-std::string first_difference(const std::string& a, const std::string& b) {
-  std::istringstream sa(a), sb(b);
-  std::string la, lb;
-  while (true) {
-    const bool ha = bool(std::getline(sa, la)), hb = bool(std::getline(sb, lb));
-    if (!ha && !hb) return "";
-    if (!ha) la = "(nothing)";
-    if (!hb) lb = "(nothing)";
-    if (!ha || !hb || la != lb) return cat("checkpoint has '", la, "', this model has '", lb, "'");
-  }
-}
 
 // Leftovers of an interrupted atomic write: "checkpoint-N.tmp.<pid>" / "checkpoint-N.old.<pid>".
 bool is_stale_checkpoint_dir(const std::string& name) {
@@ -137,14 +111,7 @@ void RlCheckpointer::save(const RlState& s) {
                      {"model_fingerprint", parts.fingerprint},
                      {"trainer_state", s.trainer}});
   });
-  if (!options.save_total_limit) return;
-  auto cks = list_checkpoints(options.output_dir);
-  const int64_t excess = int64_t(cks.size()) - *options.save_total_limit;
-  for (int64_t i = 0; i < excess; i++) {
-    std::error_code ec;
-    fs::remove_all(cks[size_t(i)].second, ec);
-    if (ec) fail("cannot remove old checkpoint ", cks[size_t(i)].second, ": ", ec.message());
-  }
+  remove_oldest_checkpoints(options.output_dir, options.save_total_limit);
 }
 
 void RlCheckpointer::write_final_state(const RlState& s) const {
@@ -175,7 +142,7 @@ std::optional<RlState> RlCheckpointer::begin() {
   // Resume: read and check everything before changing anything.
   std::error_code ec;
   if (!fs::is_directory(dir, ec)) fail("resume_from_checkpoint: ", dir, " is not a folder");
-  const json ls = read_json_in(dir, kLlmtuneStateFile);
+  const json ls = read_checkpoint_json(dir, kLlmtuneStateFile);
   const std::string ls_name = join_path(dir, kLlmtuneStateFile);
   if (!ls.contains("trainer") || !ls["trainer"].is_string())
     fail("cannot resume ", parts.trainer, " from ", dir, ": it is not an RL checkpoint (",
@@ -183,20 +150,10 @@ std::optional<RlState> RlCheckpointer::begin() {
   if (ls["trainer"].get<std::string>() != parts.trainer)
     fail("cannot resume ", parts.trainer, " from ", dir, ": it is a ", ls["trainer"].get<std::string>(),
          " checkpoint");
-  if (!ls.contains("model_fingerprint") || !ls["model_fingerprint"].is_string())
-    fail(ls_name, ": field 'model_fingerprint' is missing");
-  const std::string fp = ls["model_fingerprint"].get<std::string>();
-  if (fp != parts.fingerprint)
-    fail("cannot resume from ", dir, ": it was saved for a different model or adapter (",
-         first_difference(fp, parts.fingerprint), ")");
+  check_checkpoint_fingerprint(dir, ls, parts.fingerprint);
   if (!parts.load_model_weights) fail("resuming ", parts.trainer, " needs the load_model_weights hook");
 
-  const json ts = read_json_in(dir, kTrainerStateFile);
-  const std::string ts_name = join_path(dir, kTrainerStateFile);
-  if (!ts.contains("global_step") || !ts["global_step"].is_number_integer() || ts["global_step"].get<int64_t>() < 0)
-    fail(ts_name, ": field 'global_step' is missing or not a non-negative integer");
-  if (!ts.contains("log_history") || !ts["log_history"].is_array())
-    fail(ts_name, ": field 'log_history' is missing or not a list");
+  const json ts = read_checkpoint_trainer_state(dir);
   RlState s;
   s.global_step = ts["global_step"].get<int64_t>();
   if (s.global_step > info.max_steps)
@@ -206,7 +163,7 @@ std::optional<RlState> RlCheckpointer::begin() {
   s.log_history.assign(ts["log_history"].begin(), ts["log_history"].end());
   s.trainer = ls.value("trainer_state", json::object());
 
-  const json rng = read_json_in(dir, kRngFile);
+  const json rng = read_checkpoint_json(dir, kRngFile);
   const std::string rng_name = join_path(dir, kRngFile);
   std::vector<std::array<uint64_t, 4>> rng_states;
   for (const auto& [name, r] : parts.rngs) {
@@ -222,7 +179,7 @@ std::optional<RlState> RlCheckpointer::begin() {
     rng_states.push_back(st);
   }
   json sched;
-  if (parts.scheduler) sched = read_json_in(dir, kSchedulerFile);
+  if (parts.scheduler) sched = read_checkpoint_json(dir, kSchedulerFile);
   std::vector<std::pair<Optimizer*, std::string>> optimizer_files;
   if (parts.optimizer) optimizer_files.emplace_back(parts.optimizer, kOptimizerFile);
   for (const auto& [name, o] : parts.extra_optimizers) optimizer_files.emplace_back(o, extra_optimizer_file(name));

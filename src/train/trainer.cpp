@@ -8,7 +8,6 @@
 #include <cmath>
 #include <filesystem>
 #include <limits>
-#include <sstream>
 
 #include "core/error.h"
 #include "core/sysinfo.h"
@@ -22,13 +21,6 @@ namespace fs = std::filesystem;
 using json = nlohmann::json;
 
 namespace {
-
-constexpr const char* kOptimizerFile = "optimizer.safetensors";
-constexpr const char* kSchedulerFile = "scheduler.json";
-constexpr const char* kRngFile = "rng_state.json";
-constexpr const char* kTrainerStateFile = "trainer_state.json";
-constexpr const char* kLlmtuneStateFile = "llmtune_state.json";
-constexpr const char* kMetricsFile = "metrics.jsonl";
 
 // Python's round(x, digits) for the magnitudes logged here.
 double round_to(double x, int digits) {
@@ -50,37 +42,6 @@ int64_t non_embedding_params(const Model& m) {
   if (m.embed) n -= m.embed->value.numel();
   if (m.pos_embed) n -= m.pos_embed->value.numel();
   return n;
-}
-
-// "checkpoint-123" → 123; anything else → -1.
-int64_t checkpoint_number(const std::string& name) {
-  static const std::string prefix = "checkpoint-";
-  if (name.size() <= prefix.size() || name.compare(0, prefix.size(), prefix) != 0) return -1;
-  int64_t n = 0;
-  for (size_t i = prefix.size(); i < name.size(); i++) {
-    if (name[i] < '0' || name[i] > '9' || n > (int64_t(1) << 50)) return -1;
-    n = n * 10 + (name[i] - '0');
-  }
-  return n;
-}
-
-// The first line where two fingerprints differ, for the error message.
-std::string first_difference(const std::string& a, const std::string& b) {
-  std::istringstream sa(a), sb(b);
-  std::string la, lb;
-  while (true) {
-    const bool ha = bool(std::getline(sa, la)), hb = bool(std::getline(sb, lb));
-    if (!ha && !hb) return "";
-    if (!ha) la = "(nothing)";
-    if (!hb) lb = "(nothing)";
-    if (!ha || !hb || la != lb) return cat("checkpoint has '", la, "', this model has '", lb, "'");
-  }
-}
-
-json read_json_in(const std::string& dir, const char* file) {
-  const std::string path = join_path(dir, file);
-  if (!fs::exists(path)) fail("checkpoint ", dir, " has no ", file, " (not a complete llmtune checkpoint)");
-  return read_json_file(path);
 }
 
 }  // namespace
@@ -189,19 +150,6 @@ std::string model_fingerprint(const Model& m) {
   return s;
 }
 
-std::vector<std::pair<int64_t, std::string>> list_checkpoints(const std::string& output_dir) {
-  std::vector<std::pair<int64_t, std::string>> out;
-  std::error_code ec;
-  if (output_dir.empty() || !fs::is_directory(output_dir, ec)) return out;
-  for (const auto& entry : fs::directory_iterator(output_dir, ec)) {
-    if (!entry.is_directory(ec)) continue;
-    const int64_t n = checkpoint_number(entry.path().filename().string());
-    if (n >= 0) out.emplace_back(n, entry.path().string());
-  }
-  std::sort(out.begin(), out.end());
-  return out;
-}
-
 void Trainer::FileCloser::operator()(std::FILE* f) const {
   if (f) std::fclose(f);
 }
@@ -307,25 +255,6 @@ void Trainer::emit(const std::string& type, json entry) {
   if (hooks.on_log) hooks.on_log(entry);
 }
 
-std::string previous_run_entries(const std::string& out) {
-  std::error_code ec;
-  if (fs::exists(out, ec) && !fs::is_directory(out, ec)) fail("output_dir ", out, " exists and is not a folder");
-  std::vector<std::string> found;
-  for (auto& [n, path] : list_checkpoints(out)) found.push_back(fs::path(path).filename().string());
-  for (const char* f : {kMetricsFile, kTrainerStateFile})
-    if (fs::exists(join_path(out, f), ec)) found.push_back(f);
-  std::string list;
-  for (size_t i = 0; i < found.size() && i < 4; i++) list += (i ? ", " : "") + found[i];
-  if (found.size() > 4) list += cat(", … (", found.size(), " entries)");
-  return list;
-}
-
-void fail_output_dir_in_use(const std::string& out, const std::string& entries) {
-  fail("output_dir ", out, " already holds another run (", entries,
-       "); pass resume_from_checkpoint to continue it, or overwrite_output_dir to start over (this deletes its "
-       "checkpoints and metrics)");
-}
-
 void Trainer::prepare_output_dir() {
   const std::string& out = args.output_dir;
   const std::string entries = previous_run_entries(out);
@@ -407,43 +336,21 @@ void Trainer::save_checkpoint(bool final_step) {
                      {"loss_since_last_log", state.loss_since_last_log},
                      {"last_logged_step", state.last_logged_step}});
   });
-  rotate_checkpoints();
-}
-
-void Trainer::rotate_checkpoints() {
-  if (!args.save_total_limit) return;
-  auto cks = list_checkpoints(args.output_dir);
-  const int64_t excess = int64_t(cks.size()) - *args.save_total_limit;
-  for (int64_t i = 0; i < excess; i++) {
-    std::error_code ec;
-    fs::remove_all(cks[size_t(i)].second, ec);
-    if (ec) fail("cannot remove old checkpoint ", cks[size_t(i)].second, ": ", ec.message());
-  }
+  remove_oldest_checkpoints(args.output_dir, args.save_total_limit);
 }
 
 void Trainer::resume_from(const std::string& dir) {
   std::error_code ec;
   if (!fs::is_directory(dir, ec)) fail("resume_from_checkpoint: ", dir, " is not a folder");
-  const json ls = read_json_in(dir, kLlmtuneStateFile);
-  const std::string ls_name = join_path(dir, kLlmtuneStateFile);
-  if (!ls.contains("model_fingerprint") || !ls["model_fingerprint"].is_string())
-    fail(ls_name, ": field 'model_fingerprint' is missing");
-  const std::string fp = ls["model_fingerprint"].get<std::string>();
-  if (fp != fingerprint_)
-    fail("cannot resume from ", dir, ": it was saved for a different model or adapter (",
-         first_difference(fp, fingerprint_), ")");
+  const json ls = read_checkpoint_json(dir, kLlmtuneStateFile);
+  check_checkpoint_fingerprint(dir, ls, fingerprint_);
   if (!hooks.load_model_weights) fail("Trainer: resuming needs the load_model_weights callback");
 
-  const json ts = read_json_in(dir, kTrainerStateFile);
-  const std::string ts_name = join_path(dir, kTrainerStateFile);
-  if (!ts.contains("global_step") || !ts["global_step"].is_number_integer() || ts["global_step"].get<int64_t>() < 0)
-    fail(ts_name, ": field 'global_step' is missing or not a non-negative integer");
-  if (!ts.contains("log_history") || !ts["log_history"].is_array())
-    fail(ts_name, ": field 'log_history' is missing or not a list");
-  const json rng = read_json_in(dir, kRngFile);
+  const json ts = read_checkpoint_trainer_state(dir);
+  const json rng = read_checkpoint_json(dir, kRngFile);
   if (!rng.contains("dropout_rng") || !rng["dropout_rng"].is_array() || rng["dropout_rng"].size() != 4)
     fail(join_path(dir, kRngFile), ": field 'dropout_rng' must be a list of 4 unsigned integers");
-  const json sched = read_json_in(dir, kSchedulerFile);
+  const json sched = read_checkpoint_json(dir, kSchedulerFile);
 
   hooks.load_model_weights(dir);
   load_optimizer_state(optimizer, join_path(dir, kOptimizerFile));

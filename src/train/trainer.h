@@ -50,6 +50,7 @@
 #include "data/loader.h"
 #include "model/decoder.h"
 #include "model/model.h"
+#include "train/checkpoint_files.h"
 #include "train/optimizer.h"
 #include "train/scheduler.h"
 
@@ -168,13 +169,6 @@ struct TrainerHooks {
 // Architecture fields of the config plus every trainable parameter's name and shape, one per line.
 std::string model_fingerprint(const Model& m);
 
-// checkpoint-N folders directly in output_dir, sorted by N ("" / missing dir → empty).
-std::vector<std::pair<int64_t, std::string>> list_checkpoints(const std::string& output_dir);
-// What an earlier run left in output_dir (checkpoint folders, metrics.jsonl, trainer_state.json), as a
-// short comma-separated list for an error message; "" when none. Fails when output_dir is a file.
-std::string previous_run_entries(const std::string& output_dir);
-// The error for an output_dir that holds another run (`entries` from previous_run_entries).
-[[noreturn]] void fail_output_dir_in_use(const std::string& output_dir, const std::string& entries);
 
 struct TrainerState {
   int64_t global_step = 0;
@@ -244,7 +238,6 @@ struct Trainer {
   void prepare_output_dir();
   void resume_from(const std::string& checkpoint_dir);
   void save_checkpoint(bool final_step);
-  void rotate_checkpoints();
   nlohmann::json trainer_state_json(bool final_step) const;
   void emit(const std::string& type, nlohmann::json entry);
   std::FILE* metrics_file();
