@@ -1,4 +1,5 @@
-// Helpers shared by the model tests that read PyTorch golden files (tests/data/golden/<case>/).
+// Helpers shared by the model tests: reading PyTorch golden files (tests/data/golden/<case>/) and one
+// forward/backward on fixed random tokens.
 #pragma once
 #include <gtest/gtest.h>
 
@@ -7,8 +8,11 @@
 #include <string>
 #include <vector>
 
+#include "core/rng.h"
 #include "core/tensor.h"
 #include "io/safetensors.h"
+#include "model/decoder.h"
+#include "model/model.h"
 
 namespace llmtune::testing {
 
@@ -29,6 +33,25 @@ inline std::vector<int32_t> read_i32(const SafetensorsFile& f, const std::string
   EXPECT_EQ(t.dtype, DType::I32) << name;
   const int32_t* p = t.as<int32_t>();
   return std::vector<int32_t>(p, p + t.numel());
+}
+
+// One forward + LM loss (gradient scaled by grad_scale) + backward of `m` in `ws` on fixed random ids
+// [B, T] (Rng seed 3; each row predicts its own next token). Gradients ACCUMULATE into the trainable
+// params. Returns the loss.
+inline LossSum forward_backward_on_random_ids(Model& m, Workspace& ws, int64_t B, int64_t T, float grad_scale) {
+  Rng ids_rng(3);
+  std::vector<int32_t> ids(size_t(B * T)), targets(size_t(B * T), -100);
+  for (auto& v : ids) v = int32_t(ids_rng.below(uint64_t(m.cfg.vocab_size)));
+  for (int64_t b = 0; b < B; b++)
+    for (int64_t t = 0; t + 1 < T; t++) targets[size_t(b * T + t)] = ids[size_t(b * T + t + 1)];
+  DecoderInput in;
+  in.B = B;
+  in.T = T;
+  in.ids = ids.data();
+  decoder_forward(m, ws, in);
+  const LossSum ls = decoder_lm_loss(m, ws, targets.data(), grad_scale, true);
+  decoder_backward(m, ws, in);
+  return ls;
 }
 
 }  // namespace llmtune::testing

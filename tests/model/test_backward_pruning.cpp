@@ -18,24 +18,13 @@ using namespace llmtune::testing;
 
 namespace {
 
+constexpr int64_t kB = 2, kT = 7;
+
 // Gradient of `p` after one forward + LM loss + backward on fixed random ids.
 std::vector<float> grad_of(Model& m, const Param& p) {
-  for (auto& q : m.params)
-    if (q.trainable && q.grad.defined()) std::memset(q.grad.data, 0, q.grad.nbytes());
-  const int64_t B = 2, T = 7;
-  Rng rng(3);
-  std::vector<int32_t> ids(size_t(B * T)), targets(size_t(B * T), -100);
-  for (auto& v : ids) v = int32_t(rng.below(uint64_t(m.cfg.vocab_size)));
-  for (int64_t b = 0; b < B; b++)
-    for (int64_t t = 0; t + 1 < T; t++) targets[size_t(b * T + t)] = ids[size_t(b * T + t + 1)];
-  DecoderInput in;
-  in.B = B;
-  in.T = T;
-  in.ids = ids.data();
+  m.zero_grads();
   Workspace ws;
-  decoder_forward(m, ws, in);
-  decoder_lm_loss(m, ws, targets.data(), 0.1f, true);
-  decoder_backward(m, ws, in);
+  forward_backward_on_random_ids(m, ws, kB, kT, 0.1f);
   return std::vector<float>(p.grad.f32(), p.grad.f32() + p.grad.numel());
 }
 
@@ -96,20 +85,8 @@ TEST(BackwardPruning, SharedMlpActivationsWhenTheMlpIsFrozen) {
     auto is_mlp = [](const std::string& n) { return n.find("mlp") != std::string::npos; };
     auto attention_lora_grads = [&](Workspace& ws) {
       std::vector<std::vector<float>> out;
-      for (auto& p : m.params)
-        if (p.trainable && p.grad.defined()) std::memset(p.grad.data, 0, p.grad.nbytes());
-      const int64_t B = 2, T = 7;
-      Rng rng(3);
-      std::vector<int32_t> ids(size_t(B * T)), targets(size_t(B * T), -100);
-      for (auto& v : ids) v = int32_t(rng.below(uint64_t(m.cfg.vocab_size)));
-      for (int64_t t = 0; t + 1 < B * T; t++) targets[size_t(t)] = ids[size_t(t + 1)];
-      DecoderInput in;
-      in.B = B;
-      in.T = T;
-      in.ids = ids.data();
-      decoder_forward(m, ws, in);
-      decoder_lm_loss(m, ws, targets.data(), 0.1f, true);
-      decoder_backward(m, ws, in);
+      m.zero_grads();
+      forward_backward_on_random_ids(m, ws, kB, kT, 0.1f);
       for (auto& p : m.params)
         if (p.trainable && p.name.find("lora_") != std::string::npos && !is_mlp(p.name))
           out.emplace_back(p.grad.f32(), p.grad.f32() + p.grad.numel());
@@ -132,7 +109,7 @@ TEST(BackwardPruning, SharedMlpActivationsWhenTheMlpIsFrozen) {
     ASSERT_GT(g_shared.size(), 0u);
     for (size_t i = 0; i < g_shared.size(); i++)
       EXPECT_EQ(std::memcmp(g_shared[i].data(), g_kept[i].data(), g_kept[i].size() * sizeof(float)), 0) << i;
-    const int64_t N = 2 * 7, L = m.cfg.num_layers;
+    const int64_t N = kB * kT, L = m.cfg.num_layers;
     EXPECT_EQ(kept.bytes() - shared.bytes(), 4 * (L - 1) * N * (m.cfg.hidden_size + m.cfg.intermediate_size));
     // The same workspace re-lays itself out when what trains changes.
     const auto g_again = attention_lora_grads(shared);

@@ -34,19 +34,8 @@ struct RunResult {
 // One forward + LM loss + backward on fixed random ids.
 RunResult run(Model& m, int64_t B = 2, int64_t T = 9) {
   m.zero_grads();
-  Rng ids_rng(3);
-  std::vector<int32_t> ids(size_t(B * T)), targets(size_t(B * T), -100);
-  for (auto& v : ids) v = int32_t(ids_rng.below(uint64_t(m.cfg.vocab_size)));
-  for (int64_t b = 0; b < B; b++)
-    for (int64_t t = 0; t + 1 < T; t++) targets[size_t(b * T + t)] = ids[size_t(b * T + t + 1)];
-  DecoderInput in;
-  in.B = B;
-  in.T = T;
-  in.ids = ids.data();
   Workspace ws;
-  decoder_forward(m, ws, in);
-  LossSum ls = decoder_lm_loss(m, ws, targets.data(), 1.f / float(B * (T - 1)), true);
-  decoder_backward(m, ws, in);
+  const LossSum ls = forward_backward_on_random_ids(m, ws, B, T, 1.f / float(B * (T - 1)));
   RunResult r;
   r.loss = ls.sum;
   for (auto& p : m.params)
