@@ -6,6 +6,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -83,6 +84,19 @@ inline CliRun run_llmtune(const std::vector<std::string>& args, const fs::path& 
   if (WIFEXITED(status)) r.exit_code = WEXITSTATUS(status);
   r.err = slurp(err);
   return r;
+}
+
+// The one-error-line contract of every command: exit code 1 (not a signal), stderr exactly one line
+// "error: ...\n" containing every one of `needles`.
+inline void expect_one_error_line(const CliRun& r, const std::vector<std::string>& needles) {
+  SCOPED_TRACE("stderr: " + r.err);
+  EXPECT_NE(r.exit_code, -1) << "killed by a signal";
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.err.rfind("error: ", 0), 0u) << "stderr must start with 'error: '";
+  ASSERT_FALSE(r.err.empty());
+  EXPECT_EQ(r.err.back(), '\n');
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << "exactly one line";
+  for (const auto& n : needles) EXPECT_NE(r.err.find(n), std::string::npos) << "missing '" << n << "'";
 }
 
 }  // namespace llmtune::cli_test

@@ -89,19 +89,6 @@ fs::path make_model_dir(const fs::path& dir, const std::string& name) {
   return dir;
 }
 
-// The one-error-line contract: exit 1, nothing on stdout, exactly one stderr line "error: ...",
-// containing every one of `needles`.
-void expect_clean_error(const CliRun& r, const std::vector<std::string>& needles) {
-  SCOPED_TRACE("stderr: " + r.err);
-  EXPECT_NE(r.exit_code, -1) << "killed by a signal";
-  EXPECT_EQ(r.exit_code, 1);
-  EXPECT_EQ(r.err.rfind("error: ", 0), 0u) << "stderr must start with 'error: '";
-  ASSERT_FALSE(r.err.empty());
-  EXPECT_EQ(r.err.back(), '\n');
-  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << "exactly one line";
-  for (auto& n : needles) EXPECT_NE(r.err.find(n), std::string::npos) << "missing '" << n << "'";
-}
-
 // Tiny models: one thread is fastest, and OpenMP spinning on a busy shared machine is very slow.
 struct OneThread {
   int before = num_threads();
@@ -139,11 +126,11 @@ TEST(CliErrors, TruncatedSafetensors) {
   std::string bytes = slurp(d / "model.safetensors");
   // Cut inside the data section, then inside the header.
   put(d / "model.safetensors", bytes.substr(0, bytes.size() / 2));
-  expect_clean_error(generate_on(d, tmp.path), {(d / "model.safetensors").string(), "beyond the end"});
+  expect_one_error_line(generate_on(d, tmp.path), {(d / "model.safetensors").string(), "beyond the end"});
   put(d / "model.safetensors", bytes.substr(0, 100));
-  expect_clean_error(generate_on(d, tmp.path), {(d / "model.safetensors").string(), "truncated"});
+  expect_one_error_line(generate_on(d, tmp.path), {(d / "model.safetensors").string(), "truncated"});
   put(d / "model.safetensors", bytes.substr(0, 5));
-  expect_clean_error(generate_on(d, tmp.path), {(d / "model.safetensors").string(), "truncated"});
+  expect_one_error_line(generate_on(d, tmp.path), {(d / "model.safetensors").string(), "truncated"});
 }
 
 TEST(CliErrors, CorruptSafetensorsHeader) {
@@ -154,7 +141,7 @@ TEST(CliErrors, CorruptSafetensorsHeader) {
   ASSERT_EQ(bytes[8], '{');
   bytes[8] = 'X';  // same length, no longer JSON
   put(d / "model.safetensors", bytes);
-  expect_clean_error(generate_on(d, tmp.path), {(d / "model.safetensors").string(), "header"});
+  expect_one_error_line(generate_on(d, tmp.path), {(d / "model.safetensors").string(), "header"});
 }
 
 TEST(CliErrors, DataOffsetsOutOfRange) {
@@ -166,7 +153,7 @@ TEST(CliErrors, DataOffsetsOutOfRange) {
   ASSERT_TRUE(header.contains(victim));
   header[victim]["data_offsets"][1] = data.size() + 4096;
   put(d / "model.safetensors", join_safetensors(header, data));
-  expect_clean_error(generate_on(d, tmp.path), {(d / "model.safetensors").string(), victim, "data_offsets"});
+  expect_one_error_line(generate_on(d, tmp.path), {(d / "model.safetensors").string(), victim, "data_offsets"});
 }
 
 TEST(CliErrors, MissingTensor) {
@@ -182,7 +169,7 @@ TEST(CliErrors, MissingTensor) {
     ASSERT_EQ(kept.size() + 1, f.names().size());
     write_safetensors((d / "model.safetensors").string(), kept);
   }
-  expect_clean_error(generate_on(d, tmp.path), {d.string(), victim, "missing"});
+  expect_one_error_line(generate_on(d, tmp.path), {d.string(), victim, "missing"});
 }
 
 TEST(CliErrors, WrongTensorShape) {
@@ -200,7 +187,7 @@ TEST(CliErrors, WrongTensorShape) {
     }
     write_safetensors((d / "model.safetensors").string(), kept);
   }
-  expect_clean_error(generate_on(d, tmp.path), {d.string(), victim, "shape"});
+  expect_one_error_line(generate_on(d, tmp.path), {d.string(), victim, "shape"});
 }
 
 TEST(CliErrors, NoWeightsAtAll) {
@@ -208,7 +195,7 @@ TEST(CliErrors, NoWeightsAtAll) {
   Scratch tmp;
   fs::path d = make_model_dir(tmp.path / "m", "gpt2");
   fs::remove(d / "model.safetensors");
-  expect_clean_error(generate_on(d, tmp.path), {d.string(), "model.safetensors"});
+  expect_one_error_line(generate_on(d, tmp.path), {d.string(), "model.safetensors"});
 }
 
 // ---------------------------------------------------------------- bad config.json / tokenizer.json
@@ -224,7 +211,7 @@ TEST(CliErrors, ConfigMissingField) {
     SCOPED_TRACE(cmd);
     CliRun r = std::string(cmd) == "info" ? run_llmtune({"info", "--model", d.string()}, tmp.path)
                                           : generate_on(d, tmp.path);
-    expect_clean_error(r, {(d / "config.json").string(), "hidden_size", "missing"});
+    expect_one_error_line(r, {(d / "config.json").string(), "hidden_size", "missing"});
   }
 }
 
@@ -233,9 +220,9 @@ TEST(CliErrors, ConfigNotJson) {
   Scratch tmp;
   fs::path d = make_model_dir(tmp.path / "m", "qwen2_bias");
   put(d / "config.json", "{\"model_type\": \"qwen2\", \"hidden_size\": 64,,\n");
-  expect_clean_error(generate_on(d, tmp.path), {(d / "config.json").string(), "JSON"});
+  expect_one_error_line(generate_on(d, tmp.path), {(d / "config.json").string(), "JSON"});
   put(d / "config.json", "");
-  expect_clean_error(run_llmtune({"info", "--model", d.string()}, tmp.path), {(d / "config.json").string(), "JSON"});
+  expect_one_error_line(run_llmtune({"info", "--model", d.string()}, tmp.path), {(d / "config.json").string(), "JSON"});
 }
 
 TEST(CliErrors, UnsupportedModelType) {
@@ -247,7 +234,7 @@ TEST(CliErrors, UnsupportedModelType) {
   cfg["architectures"] = {"MambaForCausalLM"};
   put(d / "config.json", cfg.dump(2));
   CliRun r = generate_on(d, tmp.path);
-  expect_clean_error(r, {(d / "config.json").string(), "mamba", "not supported", "gpt_neox", "llama", "qwen2", "gpt2"});
+  expect_one_error_line(r, {(d / "config.json").string(), "mamba", "not supported", "gpt_neox", "llama", "qwen2", "gpt2"});
 }
 
 TEST(CliErrors, MalformedTokenizerJson) {
@@ -256,13 +243,13 @@ TEST(CliErrors, MalformedTokenizerJson) {
   fs::path d = make_model_dir(tmp.path / "m", "neox_parallel");
   std::string good = slurp(d / "tokenizer.json");
   put(d / "tokenizer.json", good.substr(0, good.size() / 2));  // cut mid-way: not JSON
-  expect_clean_error(generate_on(d, tmp.path), {(d / "tokenizer.json").string(), "JSON"});
-  expect_clean_error(run_llmtune({"tokenize", "--model", d.string(), "--text", "hi"}, tmp.path),
+  expect_one_error_line(generate_on(d, tmp.path), {(d / "tokenizer.json").string(), "JSON"});
+  expect_one_error_line(run_llmtune({"tokenize", "--model", d.string(), "--text", "hi"}, tmp.path),
                      {(d / "tokenizer.json").string(), "JSON"});
   json t = json::parse(good);
   t["model"]["merges"].push_back("notatoken alsonot");  // valid JSON, invalid content
   put(d / "tokenizer.json", t.dump());
-  expect_clean_error(generate_on(d, tmp.path), {(d / "tokenizer.json").string(), "merges"});
+  expect_one_error_line(generate_on(d, tmp.path), {(d / "tokenizer.json").string(), "merges"});
 }
 
 // ---------------------------------------------------------------- bad use
@@ -273,7 +260,7 @@ TEST(CliErrors, PromptLongerThanContext) {
   fs::path d = make_model_dir(tmp.path / "m", "gpt2");  // 96-token vocab: one token per character
   std::string prompt(100, 'a');
   for (size_t i = 0; i < prompt.size(); i++) prompt[i] = char('a' + i % 26);
-  expect_clean_error(generate_on(d, tmp.path, prompt), {"prompt", "100 tokens", "context is 64"});
+  expect_one_error_line(generate_on(d, tmp.path, prompt), {"prompt", "100 tokens", "context is 64"});
 }
 
 TEST(CliErrors, UnknownOptionSuggestsNearest) {
@@ -281,22 +268,22 @@ TEST(CliErrors, UnknownOptionSuggestsNearest) {
   Scratch tmp;
   fs::path d = make_model_dir(tmp.path / "m", "gpt2");
   CliRun r = run_llmtune({"generate", "--model", d.string(), "--prompt", "hi", "--max_new_token", "3"}, tmp.path);
-  expect_clean_error(r, {"max_new_token", "did you mean", "max_new_tokens"});
+  expect_one_error_line(r, {"max_new_token", "did you mean", "max_new_tokens"});
 }
 
 TEST(CliErrors, UnknownCommandSuggestsNearest) {
   REQUIRE_BINARY();
   Scratch tmp;
-  expect_clean_error(run_llmtune({"generat", "--model", "x"}, tmp.path), {"unknown command 'generat'", "generate"});
-  expect_clean_error(run_llmtune({"fly"}, tmp.path), {"unknown command 'fly'", "--help"});
+  expect_one_error_line(run_llmtune({"generat", "--model", "x"}, tmp.path), {"unknown command 'generat'", "generate"});
+  expect_one_error_line(run_llmtune({"fly"}, tmp.path), {"unknown command 'fly'", "--help"});
 }
 
 TEST(CliErrors, MissingModelFolder) {
   REQUIRE_BINARY();
   Scratch tmp;
   fs::path d = tmp.path / "does_not_exist";
-  expect_clean_error(generate_on(d, tmp.path), {d.string()});
-  expect_clean_error(run_llmtune({"info", "--model", d.string()}, tmp.path), {d.string()});
+  expect_one_error_line(generate_on(d, tmp.path), {d.string()});
+  expect_one_error_line(run_llmtune({"info", "--model", d.string()}, tmp.path), {d.string()});
 }
 
 // ---------------------------------------------------------------- good paths vs in-process
@@ -323,7 +310,7 @@ TEST(CliOutputs, TokenizeMatchesEncodeAndDecodeRoundTrips) {
   ASSERT_EQ(f.exit_code, 0) << f.err;
   EXPECT_EQ(f.out, r.out);
 
-  expect_clean_error(run_llmtune({"tokenize", "--model", d.string(), "--decode", "--text", "[1, 9999]"}, tmp.path),
+  expect_one_error_line(run_llmtune({"tokenize", "--model", d.string(), "--decode", "--text", "[1, 9999]"}, tmp.path),
                      {"9999", "vocabulary"});
 }
 

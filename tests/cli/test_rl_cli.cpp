@@ -26,6 +26,7 @@ using nlohmann::json;
 namespace {
 
 using llmtune::cli_test::CliRun;
+using llmtune::cli_test::expect_one_error_line;
 using llmtune::cli_test::put;
 using llmtune::cli_test::quote;
 using llmtune::cli_test::run_llmtune;
@@ -37,15 +38,6 @@ struct Scratch : llmtune::cli_test::Scratch {
 };
 
 const std::string kStories = std::string(LLMTUNE_SOURCE_DIR) + "/models/stories260K";
-
-// Exit code 1 and exactly one stderr line, "error: ...", containing every needle.
-void expect_one_error(const CliRun& r, const std::vector<std::string>& needles) {
-  SCOPED_TRACE("stderr: " + r.err);
-  EXPECT_EQ(r.exit_code, 1);
-  EXPECT_EQ(r.err.rfind("error: ", 0), 0u) << "stderr must start with 'error: '";
-  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << "exactly one line";
-  for (const auto& n : needles) EXPECT_NE(r.err.find(n), std::string::npos) << "missing '" << n << "'";
-}
 
 fs::path prompts_file(const fs::path& dir, const std::string& extra = "") {
   const fs::path p = dir / "prompts.jsonl";
@@ -209,7 +201,7 @@ TEST(GrpoCli, FailingRewardCommandIsOneErrorAndKeepsTheCheckpointsLoadable) {
   const std::string cmd = "command:n=$(cat '" + counter.string() + "' 2>/dev/null || echo 0); echo $((n+1)) > '" +
                           counter.string() + "'; [ $n -lt 2 ] || exit 4; sed 's/.*/0/'";
   CliRun r = run_llmtune(tiny_grpo(prompts_file(s.path), out, {"--reward", cmd, "--save_steps", "1"}), s.path);
-  expect_one_error(r, {"reward command", "failed (exit status 4)"});
+  expect_one_error_line(r, {"reward command", "failed (exit status 4)"});
   EXPECT_TRUE(fs::exists(out / "checkpoint-2/adapter_model.safetensors"));
   EXPECT_FALSE(fs::exists(out / "checkpoint-3"));
   EXPECT_FALSE(has_stray_folder(out));
@@ -224,13 +216,13 @@ TEST(GrpoCli, RewardCommandPrintingANonNumberOrNaNIsOneError) {
   REQUIRE_BINARY();
   Scratch s;
   const fs::path prompts = prompts_file(s.path);
-  expect_one_error(run_llmtune(tiny_grpo(prompts, s.path / "a", {"--reward", "command:sed 's/.*/oops/'"}), s.path),
+  expect_one_error_line(run_llmtune(tiny_grpo(prompts, s.path / "a", {"--reward", "command:sed 's/.*/oops/'"}), s.path),
                    {"reward command", "not a number: 'oops'"});
-  expect_one_error(run_llmtune(tiny_grpo(prompts, s.path / "b", {"--reward", "command:sed 's/.*/nan/'"}), s.path),
+  expect_one_error_line(run_llmtune(tiny_grpo(prompts, s.path / "b", {"--reward", "command:sed 's/.*/nan/'"}), s.path),
                    {"reward command", "nan", "finite"});
-  expect_one_error(run_llmtune(tiny_grpo(prompts, s.path / "c", {"--reward", "command:head -n 1 | sed 's/.*/1/'"}), s.path),
+  expect_one_error_line(run_llmtune(tiny_grpo(prompts, s.path / "c", {"--reward", "command:head -n 1 | sed 's/.*/1/'"}), s.path),
                    {"printed 1 numbers for 8 responses"});
-  expect_one_error(run_llmtune(tiny_grpo(prompts, s.path / "d", {"--reward", "model:" + (s.path / "nope").string()}), s.path),
+  expect_one_error_line(run_llmtune(tiny_grpo(prompts, s.path / "d", {"--reward", "model:" + (s.path / "nope").string()}), s.path),
                    {"model:", "nope", "not a folder"});
   EXPECT_FALSE(fs::exists(s.path / "d")) << "a bad reward spec fails before anything is written";
 }
@@ -241,7 +233,7 @@ TEST(GrpoCli, PromptLongerThanTheContextNamesTheLine) {
   std::string words;
   for (int i = 0; i < 400; i++) words += "the little cat ";
   const fs::path prompts = prompts_file(s.path, json{{"prompt", words}}.dump() + "\n");
-  expect_one_error(run_llmtune(tiny_grpo(prompts, s.path / "out"), s.path),
+  expect_one_error_line(run_llmtune(tiny_grpo(prompts, s.path / "out"), s.path),
                    {"prompts.jsonl:3", "context of 512", "max_completion_length"});
   EXPECT_FALSE(fs::exists(s.path / "out"));
 }
@@ -250,12 +242,12 @@ TEST(GrpoCli, BatchArithmeticAndOutputDirErrors) {
   REQUIRE_BINARY();
   Scratch s;
   const fs::path prompts = prompts_file(s.path);
-  expect_one_error(run_llmtune(tiny_grpo(prompts, s.path / "out", {"--per_device_train_batch_size", "6"}), s.path),
+  expect_one_error_line(run_llmtune(tiny_grpo(prompts, s.path / "out", {"--per_device_train_batch_size", "6"}), s.path),
                    {"per_device_train_batch_size", "num_generations 4"});
   ASSERT_EQ(run_llmtune(tiny_grpo(prompts, s.path / "out", {"--max_steps", "1"}), s.path).exit_code, 0);
-  expect_one_error(run_llmtune(tiny_grpo(prompts, s.path / "out", {"--max_steps", "1"}), s.path),
+  expect_one_error_line(run_llmtune(tiny_grpo(prompts, s.path / "out", {"--max_steps", "1"}), s.path),
                    {"already holds another run", "overwrite_output_dir"});
-  expect_one_error(run_llmtune(tiny_grpo(prompts, s.path / "fresh", {"--resume_from_checkpoint", "true"}), s.path),
+  expect_one_error_line(run_llmtune(tiny_grpo(prompts, s.path / "fresh", {"--resume_from_checkpoint", "true"}), s.path),
                    {"no checkpoint-N folder"});
 }
 

@@ -31,6 +31,7 @@ using nlohmann::json;
 namespace {
 
 using llmtune::cli_test::CliRun;
+using llmtune::cli_test::expect_one_error_line;
 using llmtune::cli_test::run_llmtune;
 using llmtune::cli_test::slurp;
 
@@ -95,13 +96,6 @@ std::vector<std::vector<std::string>> printed_confusion_matrix(const std::string
     if (inside && rows.size() < labels + 1) rows.push_back(words(line));
   }
   return rows;
-}
-
-void expect_one_error_line(const CliRun& r, const std::string& needle) {
-  EXPECT_EQ(r.exit_code, 1) << r.err;
-  EXPECT_EQ(r.err.rfind("error: ", 0), 0u) << r.err;
-  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
-  EXPECT_NE(r.err.find(needle), std::string::npos) << r.err;
 }
 
 std::vector<std::string> train_args(const std::string& train, const std::string& eval, const std::string& out,
@@ -251,7 +245,7 @@ TEST(SeqClsCli, LoraAdapterSavesTheHeadAndReloadsToIdenticalPredictions) {
     if (n.find("score") == std::string::npos) kept.emplace_back(n, f.get(n));
   write_safetensors((broken / "adapter_model.safetensors").string(), kept);
   CliRun b = run_llmtune({"eval", "--model", kModel, "--adapter", broken.string(), "--data", eval}, s.path);
-  expect_one_error_line(b, "score.weight");
+  expect_one_error_line(b, {"score.weight"});
 }
 
 // method freeze writes a complete *ForSequenceClassification folder that eval and classify load directly.
@@ -274,7 +268,7 @@ TEST(SeqClsCli, FreezeWritesASeqClsFolderThatEvalAndClassifyLoad) {
   // Eval data whose labels do not fit the model's head: one error naming file:line.
   const std::string bad = s.file("bad_eval.jsonl", "{\"text\":\"fine\",\"label\":1}\n{\"text\":\"odd\",\"label\":2}\n");
   expect_one_error_line(run_llmtune({"eval", "--model", out, "--data", bad}, s.path),
-                        "bad_eval.jsonl:2: label 2 is outside the 2 labels");
+                        {"bad_eval.jsonl:2: label 2 is outside the 2 labels"});
 
   CliRun c = run_llmtune({"classify", "--model", out, "--text", "Great phone, works well.", "--num_threads", "1"}, s.path);
   ASSERT_EQ(c.exit_code, 0) << c.err;
@@ -375,22 +369,22 @@ TEST(SeqClsCli, BadLabelsAndBadPairsAreClearErrors) {
   };
   const std::string outside = s.file("outside.jsonl", "{\"text\":\"good\",\"label\":0}\n{\"text\":\"bad\",\"label\":2}\n");
   expect_one_error_line(train_on(outside, {"--task_type", "SEQ_CLS", "--num_labels", "2"}),
-                        "outside.jsonl:2: label 2 is outside the 2 labels (0..1)");
+                        {"outside.jsonl:2: label 2 is outside the 2 labels (0..1)"});
   const std::string mixed = s.file("mixed.jsonl", "{\"text\":\"good\",\"label\":1}\n{\"text\":\"bad\",\"label\":\"neg\"}\n");
-  expect_one_error_line(train_on(mixed, {"--task_type", "SEQ_CLS"}), "mixed.jsonl:2: label \"neg\" is a string but line 1");
+  expect_one_error_line(train_on(mixed, {"--task_type", "SEQ_CLS"}), {"mixed.jsonl:2: label \"neg\" is a string but line 1"});
   // Float labels for a classifier: point at regression instead of truncating them to class ids.
   const std::string floats = s.file("floats.jsonl", "{\"text\":\"good\",\"label\":1}\n{\"text\":\"bad\",\"label\":0.25}\n");
   CliRun fr = train_on(floats, {"--task_type", "SEQ_CLS"});
-  expect_one_error_line(fr, "floats.jsonl:2: label 0.25 must be an integer class id");
+  expect_one_error_line(fr, {"floats.jsonl:2: label 0.25 must be an integer class id"});
   EXPECT_NE(fr.err.find("--num_labels 1"), std::string::npos) << fr.err;
   // Regression (num_labels 1) with a label that is not a number.
   const std::string nonnum = s.file("nonnum.jsonl", "{\"text\":\"a\",\"label\":0.5}\n{\"text\":\"b\",\"label\":1}\n"
                                                     "{\"text\":\"c\",\"label\":\"high\"}\n");
   expect_one_error_line(train_on(nonnum, {"--task_type", "SEQ_CLS", "--num_labels", "1"}),
-                        "nonnum.jsonl:3: label \"high\" must be a number");
+                        {"nonnum.jsonl:3: label \"high\" must be a number"});
   const std::string no_rej = s.file("norej.jsonl", "{\"prompt\":\"Q\",\"chosen\":\"yes\",\"rejected\":\"no\"}\n"
                                                    "{\"prompt\":\"Q\",\"chosen\":\"yes\"}\n");
-  expect_one_error_line(train_on(no_rej, {"--task", "reward"}), "norej.jsonl:2: row has no \"rejected\" field");
+  expect_one_error_line(train_on(no_rej, {"--task", "reward"}), {"norej.jsonl:2: row has no \"rejected\" field"});
   const std::string no_cho = s.file("nocho.jsonl", "{\"prompt\":\"Q\",\"rejected\":\"no\"}\n");
-  expect_one_error_line(train_on(no_cho, {"--task", "reward"}), "nocho.jsonl:1: row has no \"chosen\" field");
+  expect_one_error_line(train_on(no_cho, {"--task", "reward"}), {"nocho.jsonl:1: row has no \"chosen\" field"});
 }

@@ -27,6 +27,7 @@ using nlohmann::json;
 namespace {
 
 using llmtune::cli_test::CliRun;
+using llmtune::cli_test::expect_one_error_line;
 using llmtune::cli_test::put;
 using llmtune::cli_test::quote;
 using llmtune::cli_test::run_llmtune;
@@ -38,16 +39,6 @@ struct Scratch : llmtune::cli_test::Scratch {
 };
 
 const std::string kStories = std::string(LLMTUNE_SOURCE_DIR) + "/models/stories260K";
-
-// Nonzero exit and exactly one stderr line, "error: ...", containing every needle.
-void expect_one_error(const CliRun& r, const std::vector<std::string>& needles) {
-  SCOPED_TRACE("stderr: " + r.err);
-  EXPECT_NE(r.exit_code, 0);
-  EXPECT_NE(r.exit_code, -1) << "killed by a signal";
-  EXPECT_EQ(r.err.rfind("error: ", 0), 0u) << "stderr must start with 'error: '";
-  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << "exactly one line";
-  for (const auto& n : needles) EXPECT_NE(r.err.find(n), std::string::npos) << "missing '" << n << "'";
-}
 
 // A small {"text"} JSONL file from the first lines of tiny Shakespeare (2 lines per row).
 fs::path shakespeare_jsonl(const fs::path& dir, int rows, int skip_rows = 0) {
@@ -103,30 +94,30 @@ TEST(TrainCliErrors, JsonlLineThatDoesNotParseNamesTheLine) {
   REQUIRE_BINARY();
   Scratch s;
   put(s.path / "bad.jsonl", "{\"text\": \"fine\"}\n{\"text\": \"broken\"\n{\"text\": \"fine\"}\n");
-  expect_one_error(run_llmtune(tiny_run(s.path / "bad.jsonl", s.path / "out"), s.path), {"bad.jsonl:2", "JSON"});
+  expect_one_error_line(run_llmtune(tiny_run(s.path / "bad.jsonl", s.path / "out"), s.path), {"bad.jsonl:2", "JSON"});
 }
 
 TEST(TrainCliErrors, RowMissingItsFieldNamesLineAndField) {
   REQUIRE_BINARY();
   Scratch s;
   put(s.path / "rows.jsonl", "{\"text\": \"fine\"}\n{\"txt\": \"typo\"}\n");
-  expect_one_error(run_llmtune(tiny_run(s.path / "rows.jsonl", s.path / "out"), s.path), {"rows.jsonl:2", "\"text\""});
+  expect_one_error_line(run_llmtune(tiny_run(s.path / "rows.jsonl", s.path / "out"), s.path), {"rows.jsonl:2", "\"text\""});
 }
 
 TEST(TrainCliErrors, EmptyDataset) {
   REQUIRE_BINARY();
   Scratch s;
   put(s.path / "empty.jsonl", "\n\n");
-  expect_one_error(run_llmtune(tiny_run(s.path / "empty.jsonl", s.path / "out"), s.path), {"empty.jsonl"});
+  expect_one_error_line(run_llmtune(tiny_run(s.path / "empty.jsonl", s.path / "out"), s.path), {"empty.jsonl"});
   put(s.path / "empty.txt", "");
-  expect_one_error(run_llmtune(tiny_run(s.path / "empty.txt", s.path / "out"), s.path), {"empty.txt"});
+  expect_one_error_line(run_llmtune(tiny_run(s.path / "empty.txt", s.path / "out"), s.path), {"empty.txt"});
 }
 
 TEST(TrainCliErrors, TargetModulesMatchingNothingListsLinearModules) {
   REQUIRE_BINARY();
   Scratch s;
   const fs::path train = shakespeare_jsonl(s.path, 4);
-  expect_one_error(run_llmtune(tiny_run(train, s.path / "out", {"--target_modules", "qkv_proj"}), s.path),
+  expect_one_error_line(run_llmtune(tiny_run(train, s.path / "out", {"--target_modules", "qkv_proj"}), s.path),
                    {"qkv_proj", "matched no module", "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
                     "down_proj"});
 }
@@ -135,8 +126,8 @@ TEST(TrainCliErrors, RankMustBePositive) {
   REQUIRE_BINARY();
   Scratch s;
   const fs::path train = shakespeare_jsonl(s.path, 4);
-  expect_one_error(run_llmtune(tiny_run(train, s.path / "out", {"--r", "0"}), s.path), {"r", "0"});
-  expect_one_error(run_llmtune(tiny_run(train, s.path / "out", {"--r", "-3"}), s.path), {"r", "-3"});
+  expect_one_error_line(run_llmtune(tiny_run(train, s.path / "out", {"--r", "0"}), s.path), {"r", "0"});
+  expect_one_error_line(run_llmtune(tiny_run(train, s.path / "out", {"--r", "-3"}), s.path), {"r", "-3"});
 }
 
 TEST(TrainCliErrors, UnknownSchedulerAndOptimizerListValidNames) {
@@ -145,8 +136,8 @@ TEST(TrainCliErrors, UnknownSchedulerAndOptimizerListValidNames) {
   const fs::path train = shakespeare_jsonl(s.path, 4);
   std::vector<std::string> a = tiny_run(train, s.path / "out");
   a.insert(a.end(), {"--lr_scheduler_type", "cosin"});  // the later flag wins
-  expect_one_error(run_llmtune(a, s.path), {"lr_scheduler_type", "cosin", "linear", "cosine", "constant_with_warmup"});
-  expect_one_error(run_llmtune(tiny_run(train, s.path / "out", {"--optim", "adam"}), s.path),
+  expect_one_error_line(run_llmtune(a, s.path), {"lr_scheduler_type", "cosin", "linear", "cosine", "constant_with_warmup"});
+  expect_one_error_line(run_llmtune(tiny_run(train, s.path / "out", {"--optim", "adam"}), s.path),
                    {"optim", "'adam'", "adamw_torch", "sgd"});
   EXPECT_FALSE(fs::exists(s.path / "out")) << "nothing is written before the arguments are checked";
 }
@@ -157,7 +148,7 @@ TEST(TrainCliErrors, OutputDirOfAnotherRunIsRefusedUnlessOverwrite) {
   const fs::path train = shakespeare_jsonl(s.path, 6);
   CliRun first = run_llmtune(tiny_run(train, s.path / "out", {"--max_steps", "2"}), s.path);
   ASSERT_EQ(first.exit_code, 0) << first.err;
-  expect_one_error(run_llmtune(tiny_run(train, s.path / "out", {"--max_steps", "2"}), s.path),
+  expect_one_error_line(run_llmtune(tiny_run(train, s.path / "out", {"--max_steps", "2"}), s.path),
                    {(s.path / "out").string(), "another run", "overwrite_output_dir", "resume_from_checkpoint"});
   CliRun again = run_llmtune(tiny_run(train, s.path / "out", {"--max_steps", "2", "--overwrite_output_dir"}), s.path);
   EXPECT_EQ(again.exit_code, 0) << again.err;
@@ -171,10 +162,10 @@ TEST(TrainCliErrors, ResumeFromACheckpointOfAnotherModelOrAdapter) {
   ASSERT_EQ(first.exit_code, 0) << first.err;
   ASSERT_TRUE(fs::exists(s.path / "out" / "checkpoint-2"));
   // Another adapter shape (r 8) …
-  expect_one_error(run_llmtune(tiny_run(train, s.path / "out", {"--r", "8", "--resume_from_checkpoint", "true"}), s.path),
+  expect_one_error_line(run_llmtune(tiny_run(train, s.path / "out", {"--r", "8", "--resume_from_checkpoint", "true"}), s.path),
                    {"checkpoint-2", "different model"});
   // … and a full fine-tuning run of the model (another set of trainable params).
-  expect_one_error(
+  expect_one_error_line(
       run_llmtune(tiny_run(train, s.path / "out",
                        {"--method", "full", "--resume_from_checkpoint", (s.path / "out" / "checkpoint-2").string()}),
               s.path),
