@@ -1,14 +1,12 @@
 // matmul: C = op(A)·op(B) through oneDNN's matmul primitive (strided descriptors express the
 // transposes and leading dimensions, a `sum` post-op the accumulate), plus the plain-loop reference.
 #include "kernels/matmul.h"
-#include "core/profile.h"
-#include "core/sysinfo.h"
-#include <cstdio>
 
 #include <dnnl.hpp>
 
 #include <algorithm>
 #include <atomic>
+#include <cstdio>
 #include <cstdlib>
 #include <string>
 #include <cstring>
@@ -21,6 +19,8 @@
 
 #include "core/dtype.h"
 #include "core/error.h"
+#include "core/profile.h"
+#include "core/sysinfo.h"
 
 namespace llmtune {
 
@@ -257,8 +257,8 @@ Rewrite choose_rewrite(const GemmDims& d) {
   return Rewrite::none;
 }
 
-// dst[c·ld_dst + r] (=|+=) src[r·ld_src + c] for r < rows, c < cols; 32x32 tiles, rows split
-// across threads when big enough.
+// dst[c·ld_dst + r] (=|+=) src[r·ld_src + c] for r < rows, c < cols; 32x32 tiles, spread across
+// threads when big enough.
 template <typename T>
 void transpose_into(T* dst, int64_t ld_dst, const T* src, int64_t ld_src, int64_t rows, int64_t cols,
                     bool accumulate) {
@@ -316,8 +316,6 @@ bool run_fast(float* C, const T* A, const T* B, const GemmDims& d, bool accumula
 // Below this many multiply-adds a oneDNN call costs more than it saves.
 constexpr int64_t kTinyProduct = 8 * 1024;
 
-}  // namespace
-
 // LLMTUNE_PROFILE=shapes: bills the product's wall time to its shape (see core/profile.h).
 struct ShapeTimer {
   const GemmDims& d;
@@ -333,21 +331,26 @@ struct ShapeTimer {
   }
 };
 
-void matmul_f32(float* C, const float* A, const float* B, const GemmDims& dims, bool accumulate) {
-  ProfileScope profile_scope("matmul f32");
+// matmul_f32 / matmul_bf16: oneDNN (in the layout choose_rewrite picks), the loop path for tiny
+// products or when oneDNN refuses.
+template <typename T>
+void matmul_any(float* C, const T* A, const T* B, const GemmDims& dims, bool accumulate) {
+  constexpr bool bf16 = std::is_same_v<T, uint16_t>;
+  ProfileScope profile_scope(bf16 ? "matmul bf16" : "matmul f32");
   const GemmDims d = normalized(dims);
-  ShapeTimer shape_timer{d, accumulate, "f32"};
+  ShapeTimer shape_timer{d, accumulate, bf16 ? "bf16" : "f32"};
   if (handle_empty(C, d, accumulate)) return;
   if (d.M * d.N * d.K <= kTinyProduct || !run_fast(C, A, B, d, accumulate)) loop_matmul(C, A, B, d, accumulate);
 }
 
-void matmul_bf16(float* C, const uint16_t* A, const uint16_t* B, const GemmDims& dims,
-                 bool accumulate) {
-  ProfileScope profile_scope("matmul bf16");
-  const GemmDims d = normalized(dims);
-  ShapeTimer shape_timer{d, accumulate, "bf16"};
-  if (handle_empty(C, d, accumulate)) return;
-  if (d.M * d.N * d.K <= kTinyProduct || !run_fast(C, A, B, d, accumulate)) loop_matmul(C, A, B, d, accumulate);
+}  // namespace
+
+void matmul_f32(float* C, const float* A, const float* B, const GemmDims& dims, bool accumulate) {
+  matmul_any(C, A, B, dims, accumulate);
+}
+
+void matmul_bf16(float* C, const uint16_t* A, const uint16_t* B, const GemmDims& dims, bool accumulate) {
+  matmul_any(C, A, B, dims, accumulate);
 }
 
 void matmul_bf16_const_b(float* C, const uint16_t* A, const uint16_t* B, const GemmDims& dims,
