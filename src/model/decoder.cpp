@@ -321,7 +321,7 @@ void Workspace::ensure(const Model& m, int64_t B_, int64_t T_) {
   std::vector<uint8_t> kept(size_t(c.num_layers), 3);
   if (!gradient_checkpointing)
     for (size_t li = 0; li < kept.size(); li++) {
-      Block& b = const_cast<Block&>(m.blocks[li]);
+      const Block& b = m.blocks[li];
       const bool act = linear_trainable(c.gated_mlp ? b.down : b.fc_out, true);
       const bool ln2 = c.gated_mlp ? linear_trainable(b.gate, true) || linear_trainable(b.up, true)
                                    : linear_trainable(b.fc_in, true);
